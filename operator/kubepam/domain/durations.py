@@ -1,0 +1,32 @@
+"""Go-style durations ("90s", "15m", "1h30m", "500ms") as used in every kubepam spec.
+
+The CRDs use the same syntax so that CEL's ``duration()`` can bound them inside the API server.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration; raises ValueError naming the bad text."""
+    if not isinstance(text, str) or not _WHOLE.match(text):
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m or 1h30m")
+    seconds = sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(delta: timedelta) -> str:
+    """Render a timedelta the way people write durations: 1h30m, 3m, 45s."""
+    total = int(delta.total_seconds())
+    if total <= 0:
+        return "0s"
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{seconds}s" if seconds else ""]
+    return "".join(parts)
