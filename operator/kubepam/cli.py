@@ -1,0 +1,206 @@
+"""The `kubepam` command (also installed as `kubectl-pam`, so `kubectl pam ...` works).
+
+kubepam run                      run the operator (and its broker) against the current kubeconfig
+kubepam demo                     local control plane + install + examples + operator, in one go
+kubepam dev up|down|env          the local control plane for development and tests
+kubepam install [--examples]     apply manifests/ to the current cluster
+kubepam validate -f PATH         check manifests offline against crds/ and kubepam's rules
+kubepam plan -f PATH             show what the operator would do for manifests, changing nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DEV_DIR = Path(os.environ.get("KUBEPAM_DEV_DIR", ".kubepam/dev"))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiohttp.access", "kubernetes.client.rest"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import kopf
+
+    import kubepam.handlers  # noqa: F401  (registers the handlers)
+    from kubepam.handlers.runtime import SETTINGS
+
+    _setup_logging(SETTINGS.log_level)
+    asyncio.run(kopf.operator(clusterwide=True, standalone=True))
+    return 0
+
+
+def _kubectl_for(kubeconfig: str | None) -> Any:
+    from kubepam.dev.cluster import ensure_binaries
+
+    binary = str(ensure_binaries() / "kubectl")
+
+    def kubectl(
+        *cmd: str, check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        full = [binary, *(["--kubeconfig", kubeconfig] if kubeconfig else []), *cmd]
+        result = subprocess.run(full, capture_output=True, text=True, input=input_text)
+        if check and result.returncode != 0:
+            sys.stderr.write(result.stderr)
+            raise SystemExit(result.returncode)
+        return result
+
+    return kubectl
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from kubepam.dev.cluster import ControlPlane, ensure_binaries
+    from kubepam.dev.install import install
+
+    state_dir = Path(args.state_dir).resolve()
+    existing = ControlPlane.load(state_dir)
+    if args.action == "down":
+        if existing is None:
+            print("no local control plane running")
+            return 0
+        existing.stop()
+        print("stopped")
+        return 0
+    if args.action == "env":
+        print(f"export KUBECONFIG={state_dir / 'kubeconfigs' / (args.identity + '.kubeconfig')}")
+        return 0
+    if existing is not None and existing.alive():
+        print(f"already running: {existing.server}")
+        return 0
+    if existing is not None:
+        existing.stop()
+    plane = ControlPlane(state_dir=state_dir, bin_dir=ensure_binaries())
+    plane.start()
+    if not args.no_install:
+        install(lambda *cmd, **kw: plane.kubectl("admin", *cmd, **kw), examples=args.examples)
+    print(f"control plane up in {plane.startup_seconds:.1f}s at {plane.server}")
+    print(
+        f"kubeconfigs: {state_dir / 'kubeconfigs'} (admin, operator, devops, secadmin, approver, alice, bob)"
+    )
+    print(f"export KUBECONFIG={plane.kubeconfig('admin')}")
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from kubepam.dev.install import install
+
+    install(_kubectl_for(args.kubeconfig), examples=args.examples)
+    print("installed")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Set up and run the main job: a local control plane (unless KUBECONFIG names a cluster), kubepam
+    installed with its examples, and the operator running as its own least-privileged identity."""
+    from kubepam.dev.cluster import ControlPlane, ensure_binaries
+    from kubepam.dev.install import install
+
+    plane: ControlPlane | None = None
+    env = dict(os.environ)
+    if os.environ.get("KUBECONFIG") and not args.local:
+        install(_kubectl_for(os.environ["KUBECONFIG"]), examples=True)
+    else:
+        state_dir = Path(args.state_dir).resolve()
+        old = ControlPlane.load(state_dir)
+        if old is not None:
+            old.stop()
+        plane = ControlPlane(state_dir=state_dir, bin_dir=ensure_binaries())
+        plane.start()
+        install(lambda *cmd, **kw: plane.kubectl("admin", *cmd, **kw), examples=True)
+        env["KUBECONFIG"] = str(plane.kubeconfig("operator"))
+        print(f"control plane up in {plane.startup_seconds:.1f}s; kubeconfigs in {state_dir / 'kubeconfigs'}")
+        print(f"try: KUBECONFIG={plane.kubeconfig('admin')} kubectl get kubepam -A")
+    print("starting the operator (Ctrl-C to stop)")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "kubepam", "run"], env=env, check=False)
+        code = proc.returncode
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        if plane is not None and not args.keep:
+            plane.stop()
+    return code
+
+
+def cmd_validate(args: argparse.Namespace, *, show_plan: bool = False) -> int:
+    from kubepam.offline import check
+
+    findings = check([Path(p) for p in args.filename])
+    bad = 0
+    for f in findings:
+        if f.errors:
+            bad += 1
+            print(f"{f.source}: {f.kind} {f.name}: INVALID")
+            for err in f.errors:
+                print(f"  - {err}")
+        elif show_plan and f.plan is not None:
+            print(f"{f.kind} {f.name}: {f.plan.health.value} ({f.plan.reason}) {f.plan.message}")
+            for key, value in f.plan.status.items():
+                print(f"  ~ status.{key} = {json.dumps(value)}")
+            for action in f.plan.actions:
+                print(f"  + {action}")
+        else:
+            print(f"{f.kind} {f.name}: valid")
+    if not findings:
+        print("no kubepam objects found")
+    return 1 if bad else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubepam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="run the operator and its broker").set_defaults(fn=cmd_run)
+
+    demo = sub.add_parser("demo", help="local control plane + install + examples + operator")
+    demo.add_argument("--state-dir", default=str(DEFAULT_DEV_DIR))
+    demo.add_argument(
+        "--local", action="store_true", help="ignore KUBECONFIG and start a local control plane"
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the control plane running afterwards")
+    demo.set_defaults(fn=cmd_demo)
+
+    dev = sub.add_parser("dev", help="the local control plane")
+    dev.add_argument("action", choices=["up", "down", "env"])
+    dev.add_argument("--state-dir", default=str(DEFAULT_DEV_DIR))
+    dev.add_argument("--no-install", action="store_true", help="do not apply manifests/")
+    dev.add_argument("--examples", action="store_true", help="also apply manifests/examples/")
+    dev.add_argument("--identity", default="admin", help="for env: whose kubeconfig")
+    dev.set_defaults(fn=cmd_dev)
+
+    inst = sub.add_parser("install", help="apply manifests/ to the current cluster")
+    inst.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    inst.add_argument("--examples", action="store_true")
+    inst.set_defaults(fn=cmd_install)
+
+    val = sub.add_parser("validate", help="check manifests offline")
+    val.add_argument("-f", "--filename", action="append", required=True)
+    val.set_defaults(fn=cmd_validate)
+
+    plan = sub.add_parser("plan", help="show what the operator would do, changing nothing")
+    plan.add_argument("-f", "--filename", action="append", required=True)
+    plan.set_defaults(fn=lambda a: cmd_validate(a, show_plan=True))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.fn(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Thin kopf glue, one module per kind, plus the broker's HTTP routes and the operator's runtime.
+
+Importing this package registers every handler with kopf's default registry.
+"""
+
+from kubepam.handlers import (  # noqa: F401  (imported for their kopf registrations)
+    accesspolicy,
+    checkout,
+    checkoutpolicy,
+    jitaccount,
+    project,
+    runtime,
+    server,
+    sshcertificaterequest,
+    workloadconnection,
+    workloadrole,
+)

@@ -1,0 +1,140 @@
+"""The broker's HTTP routes (aiohttp), served by the operator process. Thin: parse the request,
+call a service, shape the answer. Errors are RFC 6749 JSON bodies; no stack trace, no token text.
+
+    POST /v1/token            RFC 8693 token exchange
+    POST /v1/token/validate   dry run with a claim-by-claim trace (Draft or Active connections)
+    GET  /.well-known/jwks.json   keys that sign kubepam access tokens
+    GET  /healthz, /readyz, /metrics
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from kubepam.adapters import metrics
+from kubepam.domain import oauth
+from kubepam.domain.oauth import OAuthError
+
+if TYPE_CHECKING:
+    from kubepam.handlers.runtime import Runtime
+
+log = logging.getLogger("kubepam.broker")
+MAX_BODY = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(err: OAuthError) -> web.Response:
+    headers = dict(NO_STORE)
+    if err.status == 401:
+        headers["WWW-Authenticate"] = f'Bearer error="{err.error}"'
+    return web.json_response(err.body(), status=err.status, headers=headers)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OAuthError as err:
+        return error_response(err)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(oauth.invalid_request(f"request body larger than {MAX_BODY} bytes", "oversize"))
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        log.error("broker error on %s %s: %s", request.method, request.path, type(exc).__name__)
+        return web.json_response(
+            {"error": "server_error", "error_description": "internal error; see operator logs"},
+            status=500,
+            headers=NO_STORE,
+        )
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise oauth.invalid_request(
+            "use Content-Type application/x-www-form-urlencoded (RFC 6749 section 3.2)", "invalid_request"
+        )
+    form = await request.post()
+    out: dict[str, str] = {}
+    for key in form:
+        values = form.getall(key)
+        if len(values) > 1:
+            raise oauth.invalid_request(f"parameter {key} is repeated", "invalid_request")
+        value = values[0]
+        if not isinstance(value, str):
+            raise oauth.invalid_request(f"parameter {key} must be text", "invalid_request")
+        out[key] = value
+    return out
+
+
+async def token(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    started = time.perf_counter()
+    try:
+        result = await rt.exchange.exchange(await read_form(request))
+    finally:
+        metrics.TOKEN_LATENCY.labels(endpoint="token").observe(time.perf_counter() - started)
+    return web.json_response(result.body(), headers=NO_STORE)
+
+
+async def validate(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    report = await rt.exchange.validate(await read_form(request))
+    return web.json_response(report, headers=NO_STORE)
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return web.json_response(request.app[RUNTIME].signing.jwks(), headers={"Cache-Control": "max-age=60"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    ready = rt.directory.synced()
+    return web.json_response({"status": "ready" if ready else "syncing"}, status=200 if ready else 503)
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    body, content_type = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def make_app(rt: Runtime, extra_routes: list[web.RouteDef] | None = None) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
+    app[RUNTIME] = rt
+    app.add_routes(
+        [
+            web.post("/v1/token", token),
+            web.post("/v1/token/validate", validate),
+            web.get("/.well-known/jwks.json", jwks),
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/metrics", prometheus),
+            *(extra_routes or []),
+        ]
+    )
+    return app
+
+
+async def start_broker(rt: Runtime) -> web.AppRunner:
+    runner = web.AppRunner(make_app(rt), access_log=log)
+    await runner.setup()
+    context: ssl.SSLContext | None = None
+    if rt.settings.broker_tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(rt.settings.broker_tls_cert, rt.settings.broker_tls_key)
+    site = web.TCPSite(runner, rt.settings.broker_host, rt.settings.broker_port, ssl_context=context)
+    await site.start()
+    return runner

@@ -1,0 +1,5 @@
+"""Checkout handlers: validate the spec and report Ready or Stalled with the reasons."""
+
+from kubepam.handlers.generic import register_validation
+
+register_validation("Checkout")

@@ -1,0 +1,125 @@
+"""The operator's composition root: settings, adapters and services built once at kopf start-up,
+the broker and the scheduler started beside kopf, all stopped at clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from kubepam.adapters import metrics
+from kubepam.adapters.jwks import HttpFetcher, JwksCache
+from kubepam.adapters.kube import Secrets
+from kubepam.adapters.signing import SigningKeys
+from kubepam.domain.connection import MAX_ACCESS_TOKEN_TTL
+from kubepam.handlers.directory import KopfDirectory
+from kubepam.services.scheduler import Scheduler
+from kubepam.services.workload_identity import TokenExchange
+from kubepam.settings import Settings, configure_kopf
+
+SETTINGS = Settings()
+log = logging.getLogger("kubepam")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Any
+    jwks: JwksCache
+    fetcher: HttpFetcher
+    signing: SigningKeys
+    scheduler: Scheduler
+    directory: KopfDirectory
+    exchange: TokenExchange
+    started: datetime
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    broker: web.AppRunner | None = None
+
+
+def runtime(memo: Any) -> Runtime:
+    rt = getattr(memo, "runtime", None)
+    if not isinstance(rt, Runtime):
+        raise kopf.TemporaryError("operator runtime not started yet", delay=1)
+    return rt
+
+
+def schedule_key_maintenance(rt: Runtime) -> None:
+    """Re-read the signing keys periodically (replicas converge) and act at the keyring's deadlines."""
+
+    async def maintain() -> None:
+        await rt.signing.sync(rt.clock())
+        schedule_key_maintenance(rt)
+
+    resync = rt.clock() + rt.settings.signing_key_resync
+    deadline = rt.signing.next_deadline()
+    rt.scheduler.schedule(("signing-keys",), min(resync, deadline) if deadline else resync, maintain)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
+    from kubepam.handlers.broker import start_broker
+
+    configure_kopf(settings, SETTINGS)
+    now = utcnow()
+    fetcher = HttpFetcher(SETTINGS.jwks_timeout)
+    jwks = JwksCache(
+        fetcher,
+        utcnow,
+        refresh=SETTINGS.jwks_refresh,
+        min_refetch=SETTINGS.jwks_min_refetch,
+        max_stale=SETTINGS.jwks_max_stale,
+    )
+    signing = SigningKeys(
+        Secrets(),
+        SETTINGS.namespace,
+        SETTINGS.signing_secret,
+        rotation_period=SETTINGS.signing_key_rotation,
+        max_token_ttl=MAX_ACCESS_TOKEN_TTL,
+    )
+    await signing.sync(now)
+    # kopf passes every index to start-up handlers by its name (empty now, filled as kopf lists objects).
+    indexes = kwargs
+    directory = KopfDirectory(
+        indexes["connections_index"], indexes["roles_index"], utcnow, now, SETTINGS.sync_grace
+    )
+    exchange = TokenExchange(
+        directory,
+        jwks,
+        signing,
+        issuer=SETTINGS.issuer,
+        audience=SETTINGS.audience,
+        clock=utcnow,
+        record=metrics.record_token_outcome,
+    )
+    rt = Runtime(SETTINGS, utcnow, jwks, fetcher, signing, Scheduler(utcnow), directory, exchange, now)
+    rt.tasks.append(asyncio.create_task(rt.scheduler.run(), name="kubepam scheduler"))
+    schedule_key_maintenance(rt)
+    rt.broker = await start_broker(rt)
+    memo.runtime = rt
+    log.info("kubepam operator started; broker on %s:%s", SETTINGS.broker_host, SETTINGS.broker_port)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: Any, **_: Any) -> None:
+    rt = getattr(memo, "runtime", None)
+    if not isinstance(rt, Runtime):
+        return
+    if rt.broker is not None:
+        await rt.broker.cleanup()
+    for task in rt.tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await rt.scheduler.close()
+    await rt.jwks.close()
+    await rt.fetcher.close()

@@ -1,0 +1,1 @@
+"""Use cases: each combines domain decisions with adapters (token exchange, reconciles, scheduling)."""

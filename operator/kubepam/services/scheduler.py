@@ -1,0 +1,132 @@
+"""The one scheduler for deadlines: expiries, rotations, approval windows, key changes.
+
+A heap of (deadline, key) and a single timer armed for the earliest one, so nothing polls: the loop
+sleeps until the next deadline and wakes exactly then (or when an earlier deadline is added). Keys
+are unique: scheduling a key again replaces its deadline. An action that raises is retried with
+capped exponential backoff until it succeeds, unless the key was rescheduled or cancelled meanwhile.
+Deadlines live in memory only; after a restart they are rebuilt from the API server's state by the
+handlers that own them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+log = logging.getLogger("kubepam.scheduler")
+
+Action = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class _Job:
+    when: datetime
+    seq: int
+    action: Action
+    attempts: int = 0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        clock: Callable[[], datetime],
+        *,
+        max_concurrency: int = 64,
+        backoff: tuple[float, ...] = (1, 2, 5, 10, 30, 60),
+    ) -> None:
+        self._clock = clock
+        self._heap: list[tuple[datetime, int, Hashable]] = []
+        self._jobs: dict[Hashable, _Job] = {}
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._limit = asyncio.Semaphore(max_concurrency)
+        self._backoff = backoff
+        self._running: set[asyncio.Task[None]] = set()
+        self.fired = 0
+
+    def schedule(self, key: Hashable, when: datetime, action: Action) -> None:
+        job = _Job(when, next(self._seq), action)
+        self._jobs[key] = job
+        heapq.heappush(self._heap, (when, job.seq, key))
+        if self._heap[0][1] == job.seq:
+            self._wake.set()
+
+    def cancel(self, key: Hashable) -> None:
+        self._jobs.pop(key, None)  # its heap entry is skipped when it surfaces
+
+    def deadline(self, key: Hashable) -> datetime | None:
+        job = self._jobs.get(key)
+        return job.when if job else None
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def _next(self) -> datetime | None:
+        while self._heap:
+            when, seq, key = self._heap[0]
+            job = self._jobs.get(key)
+            if job is not None and job.seq == seq:
+                return when
+            heapq.heappop(self._heap)  # stale entry: cancelled or rescheduled
+        return None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            when = self._next()
+            if when is None:
+                await self._wake.wait()
+                continue
+            delay = (when - self._clock()).total_seconds()
+            if delay > 0:
+                handle = loop.call_later(delay, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    handle.cancel()
+                continue
+            _, seq, key = heapq.heappop(self._heap)
+            job = self._jobs.get(key)
+            if job is None or job.seq != seq:
+                continue
+            del self._jobs[key]
+            task = asyncio.create_task(self._fire(key, job))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _fire(self, key: Hashable, job: _Job) -> None:
+        async with self._limit:
+            try:
+                await job.action()
+                self.fired += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = self._backoff[min(job.attempts, len(self._backoff) - 1)]
+                log.exception(
+                    "scheduled action %s failed (attempt %d); retrying in %ss", key, job.attempts + 1, delay
+                )
+                if key not in self._jobs:  # not rescheduled meanwhile
+                    retry = _Job(
+                        self._clock() + timedelta(seconds=delay),
+                        next(self._seq),
+                        job.action,
+                        job.attempts + 1,
+                    )
+                    self._jobs[key] = retry
+                    heapq.heappush(self._heap, (retry.when, retry.seq, key))
+                    self._wake.set()
+
+    async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        for task in list(self._running):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,249 @@
+"""Token exchange (RFC 8693) and token validation for workload connections.
+
+The broker calls :class:`TokenExchange`; it reads connections and roles from an in-memory
+:class:`Directory` (kopf indexes in the operator), verifies the subject token, applies the
+connection's claim conditions, matches roles and signs a kubepam access token. Nothing here touches
+the Kubernetes API on the request path.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from kubepam.adapters.jwks import KeySet
+from kubepam.adapters.jwt_verifier import KeySource, verify_token
+from kubepam.domain import oauth
+from kubepam.domain.claims import ClaimCondition, all_hold, evaluate_all, lookup_claim
+from kubepam.domain.connection import Connection, Phase
+from kubepam.domain.oauth import OAuthError
+from kubepam.domain.roles import Role, matching_roles, trace_role
+
+MAX_FORM_FIELD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectionEntry:
+    """One WorkloadConnection as the broker sees it."""
+
+    namespace: str
+    name: str
+    phase: Phase
+    connection: Connection | None  # None when the spec is invalid
+    problems: tuple[str, ...] = ()
+    inline_keys: KeySet | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Directory(Protocol):
+    def connection(self, namespace: str, name: str) -> ConnectionEntry | None: ...
+    def roles(self, namespace: str) -> Sequence[Role]: ...
+    def synced(self) -> bool: ...
+
+
+class Signer(Protocol):
+    def sign(self, claims: Mapping[str, Any]) -> str: ...
+
+
+@dataclass(frozen=True)
+class Exchanged:
+    access_token: str
+    expires_in: int
+    roles: tuple[str, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "issued_token_type": oauth.TOKEN_TYPE_ACCESS_TOKEN,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+        }
+
+
+def parse_exchange_form(form: Mapping[str, str]) -> tuple[str, str, str]:
+    """RFC 8693 parameters -> (namespace, name, subject_token), or invalid_request naming the field."""
+    grant = form.get("grant_type")
+    if not grant:
+        raise oauth.invalid_request("grant_type is required", "missing_parameter")
+    if grant != oauth.GRANT_TYPE_TOKEN_EXCHANGE:
+        raise OAuthError(
+            "unsupported_grant_type",
+            f"grant_type must be {oauth.GRANT_TYPE_TOKEN_EXCHANGE}",
+            400,
+            "unsupported_grant_type",
+        )
+    token = form.get("subject_token")
+    if not token:
+        raise oauth.invalid_request("subject_token is required", "missing_parameter")
+    token_type = form.get("subject_token_type")
+    if token_type != oauth.TOKEN_TYPE_JWT:
+        raise oauth.invalid_request(f"subject_token_type must be {oauth.TOKEN_TYPE_JWT}", "wrong_token_type")
+    ref = form.get("connection")
+    if not ref:
+        raise oauth.invalid_request(
+            "connection is required (namespace/name of a WorkloadConnection)", "missing_parameter"
+        )
+    namespace, sep, name = ref.partition("/")
+    if not sep or not namespace or not name or "/" in name or len(ref) > 317:
+        raise oauth.invalid_request("connection must be namespace/name", "invalid_request")
+    return namespace, name, token
+
+
+def _source_claims(claims: Mapping[str, Any], conditions: Sequence[ClaimCondition]) -> dict[str, Any]:
+    """The source claims worth carrying into the access token: iss, sub and every claim a condition used."""
+    out: dict[str, Any] = {k: claims[k] for k in ("iss", "sub") if k in claims}
+    for cond in conditions:
+        value = lookup_claim(claims, cond.claim)
+        if isinstance(value, (str, int, bool, list)) and cond.claim not in out:
+            out[cond.claim] = value
+    return out
+
+
+class TokenExchange:
+    def __init__(
+        self,
+        directory: Directory,
+        keys: KeySource,
+        signer: Signer,
+        *,
+        issuer: str,
+        audience: str,
+        clock: Callable[[], datetime],
+        record: Callable[[str, str], None],
+    ) -> None:
+        self._directory = directory
+        self._keys = keys
+        self._signer = signer
+        self._issuer = issuer
+        self._audience = audience
+        self._clock = clock
+        self._record = record
+
+    def _entry(self, namespace: str, name: str) -> ConnectionEntry:
+        entry = self._directory.connection(namespace, name)
+        if entry is None:
+            if not self._directory.synced():
+                raise oauth.temporarily_unavailable(
+                    "the operator is still loading connections; retry shortly"
+                )
+            raise oauth.invalid_client(f"no WorkloadConnection {namespace}/{name}")
+        if entry.connection is None:
+            raise oauth.unauthorized_client(
+                f"WorkloadConnection {entry.ref} is invalid: {'; '.join(entry.problems)}",
+                "connection_invalid",
+            )
+        return entry
+
+    async def _verify(self, entry: ConnectionEntry, token: str) -> dict[str, Any]:
+        assert entry.connection is not None
+        return await verify_token(token, entry.connection, entry.inline_keys, self._keys)
+
+    async def exchange(self, form: Mapping[str, str]) -> Exchanged:
+        try:
+            result = await self._exchange(form)
+        except OAuthError as exc:
+            self._record("token", exc.outcome)
+            raise
+        self._record("token", "issued")
+        return result
+
+    async def _exchange(self, form: Mapping[str, str]) -> Exchanged:
+        namespace, name, token = parse_exchange_form(form)
+        entry = self._entry(namespace, name)
+        conn = entry.connection
+        assert conn is not None
+        if entry.phase is not Phase.ACTIVE:
+            # Verify anyway so a broken token is reported as such, then refuse: Draft issues nothing.
+            await self._verify(entry, token)
+            raise oauth.unauthorized_client(
+                f"WorkloadConnection {entry.ref} is Draft; a security admin must promote it to Active "
+                "(POST /v1/token/validate shows what would happen)",
+                "connection_draft",
+            )
+        claims = await self._verify(entry, token)
+        if not all_hold(conn.claims, claims):
+            _, trace = evaluate_all(conn.claims, claims)
+            failed = next(r for r in trace if not r.matched)
+            raise oauth.invalid_grant(
+                f"token does not meet the connection's conditions: {failed.claim} {failed.operator} "
+                f"{failed.expected} ({failed.reason})",
+                "claims_mismatch",
+            )
+        roles = matching_roles(self._directory.roles(namespace), namespace, name, claims)
+        if not roles:
+            raise oauth.access_denied(f"no WorkloadRole in {namespace} matches this token", "no_role")
+        now = self._clock()
+        ttl = int(conn.access_token_ttl.total_seconds())
+        iat = int(now.timestamp())
+        used = [c for role in roles for block in role.blocks for c in block]
+        access = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": f"workload:{entry.ref}:{claims.get('sub', '')}",
+            "iat": iat,
+            "nbf": iat,
+            "exp": iat + ttl,
+            "jti": secrets.token_hex(16),
+            "connection": entry.ref,
+            "roles": [r.ref for r in roles],
+            "usernames": sorted({r.username for r in roles}),
+            "src": _source_claims(claims, [*conn.claims, *used]),
+        }
+        return Exchanged(self._signer.sign(access), ttl, tuple(r.ref for r in roles))
+
+    async def validate(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """Dry run for Draft or Active connections: verdict, claim-by-claim trace, roles that would match."""
+        namespace, name, token = parse_exchange_form(form)
+        entry = self._entry(namespace, name)
+        conn = entry.connection
+        assert conn is not None
+        report: dict[str, Any] = {"connection": entry.ref, "phase": entry.phase.value}
+        try:
+            claims = await self._verify(entry, token)
+        except OAuthError as exc:
+            if exc.status >= 500:
+                raise
+            self._record("validate", exc.outcome)
+            report.update(
+                verdict="invalid",
+                stage="signature",
+                error=exc.body(),
+                trace=[],
+                roles=[],
+                matchedRoles=[],
+                wouldIssue=False,
+            )
+            return report
+        ok, trace = evaluate_all(conn.claims, claims)
+        active = entry.phase is Phase.ACTIVE
+        role_traces = [
+            trace_role(r, namespace, name, active, claims) for r in self._directory.roles(namespace)
+        ]
+        candidates = [
+            t.role
+            for t in role_traces
+            if t.matched_block is not None and t.reason != ("role does not accept this connection")
+        ]
+        matched = [t.role for t in role_traces if t.matched] if ok else []
+        verdict = "valid" if ok else "invalid"
+        self._record("validate", "valid" if ok else "claims_mismatch")
+        report.update(
+            verdict=verdict,
+            stage="claims" if not ok else "roles",
+            trace=[r.to_dict() for r in trace],
+            roles=[t.to_dict() for t in role_traces],
+            matchedRoles=matched,
+            wouldMatchWhenActive=candidates if ok else [],
+            wouldIssue=ok and active and bool(matched),
+        )
+        if ok and not active:
+            report["note"] = (
+                "connection is Draft: tokens are validated but nothing is issued and no role matches"
+            )
+        return report

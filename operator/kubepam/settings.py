@@ -1,0 +1,87 @@
+"""The one place for settings: every knob the operator and broker read, from environment variables.
+
+Each field documents its variable. ``configure_kopf`` applies the kopf-side settings in one spot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from typing import Any
+
+from kubepam.domain.durations import parse_duration
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _duration(name: str, default: str) -> timedelta:
+    return parse_duration(_env(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # KUBEPAM_NAMESPACE: where the operator runs and keeps its own Secrets (signing keys).
+    namespace: str = field(default_factory=lambda: _env("KUBEPAM_NAMESPACE", "kubepam-system"))
+    # KUBEPAM_BROKER_HOST / KUBEPAM_BROKER_PORT: where the HTTP broker listens.
+    broker_host: str = field(default_factory=lambda: _env("KUBEPAM_BROKER_HOST", "127.0.0.1"))
+    broker_port: int = field(default_factory=lambda: int(_env("KUBEPAM_BROKER_PORT", "8080")))
+    # KUBEPAM_BROKER_TLS_CERT / _KEY: serve HTTPS with these PEM files (e.g. from cert-manager).
+    broker_tls_cert: str = field(default_factory=lambda: _env("KUBEPAM_BROKER_TLS_CERT", ""))
+    broker_tls_key: str = field(default_factory=lambda: _env("KUBEPAM_BROKER_TLS_KEY", ""))
+    # KUBEPAM_ISSUER: the `iss` of kubepam access tokens (the broker's external URL).
+    issuer: str = field(default_factory=lambda: _env("KUBEPAM_ISSUER", "https://kubepam.kubepam-system.svc"))
+    # KUBEPAM_AUDIENCE: the `aud` of kubepam access tokens.
+    audience: str = field(default_factory=lambda: _env("KUBEPAM_AUDIENCE", "kubepam"))
+    # KUBEPAM_SIGNING_SECRET: the Secret (in `namespace`) holding the access-token signing keys.
+    signing_secret: str = field(
+        default_factory=lambda: _env("KUBEPAM_SIGNING_SECRET", "kubepam-signing-keys")
+    )
+    # KUBEPAM_SIGNING_KEY_ROTATION: age at which the signing key is replaced (old key stays published).
+    signing_key_rotation: timedelta = field(
+        default_factory=lambda: _duration("KUBEPAM_SIGNING_KEY_ROTATION", "168h")
+    )
+    # KUBEPAM_SIGNING_KEY_RESYNC: how often the keys are re-read from their Secret (replicas converge).
+    signing_key_resync: timedelta = field(
+        default_factory=lambda: _duration("KUBEPAM_SIGNING_KEY_RESYNC", "60s")
+    )
+    # KUBEPAM_JWKS_REFRESH: how long fetched issuer keys are used before a background refetch.
+    jwks_refresh: timedelta = field(default_factory=lambda: _duration("KUBEPAM_JWKS_REFRESH", "15m"))
+    # KUBEPAM_JWKS_MIN_REFETCH: at most one unknown-kid refetch per issuer in this interval.
+    jwks_min_refetch: timedelta = field(default_factory=lambda: _duration("KUBEPAM_JWKS_MIN_REFETCH", "10s"))
+    # KUBEPAM_JWKS_MAX_STALE: how long cached keys keep working while the issuer is unreachable.
+    jwks_max_stale: timedelta = field(default_factory=lambda: _duration("KUBEPAM_JWKS_MAX_STALE", "24h"))
+    # KUBEPAM_JWKS_TIMEOUT: one JWKS HTTP request's time limit.
+    jwks_timeout: timedelta = field(default_factory=lambda: _duration("KUBEPAM_JWKS_TIMEOUT", "5s"))
+    # KUBEPAM_SYNC_GRACE: after start, how long the broker answers 503 for unknown objects (index warm-up).
+    sync_grace: timedelta = field(default_factory=lambda: _duration("KUBEPAM_SYNC_GRACE", "5s"))
+    # KUBEPAM_LOG_LEVEL: DEBUG, INFO, WARNING.
+    log_level: str = field(default_factory=lambda: _env("KUBEPAM_LOG_LEVEL", "INFO"))
+
+    def describe(self) -> dict[str, Any]:
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+
+def configure_kopf(kopf_settings: Any, settings: Settings) -> None:
+    """kopf settings in one place: annotations for kopf's own bookkeeping (status is ours), standalone
+    mode (correctness comes from the API server's optimistic concurrency, not from peering), events
+    from the operator's component name, and bounded retries."""
+    import kopf
+
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.kubepam.io")
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kopf.kubepam.io", key="last-handled-configuration"
+    )
+    kopf_settings.persistence.finalizer = "kubepam.io/finalizer"
+    kopf_settings.peering.standalone = True
+    kopf_settings.posting.reporting_component = "kubepam-operator"
+    # Only warnings and errors become Events automatically; lifecycle Events are posted explicitly.
+    kopf_settings.posting.level = logging.WARNING
+    kopf_settings.execution.max_workers = 8
+    kopf_settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    kopf_settings.watching.server_timeout = 300
+    kopf_settings.watching.client_timeout = 330
+    kopf_settings.networking.request_timeout = 30
