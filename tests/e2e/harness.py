@@ -1,0 +1,122 @@
+"""The e2e harness: the operator as a real process (the same `kubepam run` as in production) running
+under the `operator` identity against the session's control plane, plus small kubectl helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubepam.dev.cluster import ControlPlane, free_port
+
+
+@dataclass
+class OperatorProcess:
+    plane: ControlPlane
+    log_path: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            KUBECONFIG=str(self.plane.kubeconfig("operator")),
+            KUBEPAM_BROKER_PORT=str(self.port),
+            KUBEPAM_ISSUER=self.url,
+            KUBEPAM_LOG_LEVEL="INFO",
+            KUBEPAM_JWKS_MIN_REFETCH="1s",
+            KUBEPAM_SYNC_GRACE="1s",
+        )
+        env.update(self.env_overrides)
+        return env
+
+    def start(self, timeout: float = 60) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubepam", "run"], env=self.env(), stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"operator not ready:\n{self.logs()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def kubectl_json(plane: ControlPlane, identity: str, *args: str) -> Any:
+    return json.loads(plane.kubectl(identity, *args, "-o", "json").stdout)
+
+
+def apply(
+    plane: ControlPlane, identity: str, *docs: dict[str, Any], check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    text = yaml.safe_dump_all(list(docs))
+    return plane.kubectl(identity, "apply", "-f", "-", input_text=text, check=check)
+
+
+def wait_for(
+    plane: ControlPlane, identity: str, what: str, condition: str, namespace: str, timeout: str = "60s"
+) -> subprocess.CompletedProcess[str]:
+    return plane.kubectl(
+        identity, "wait", f"--for={condition}", f"--timeout={timeout}", "-n", namespace, what, check=False
+    )
+
+
+def team_namespace(plane: ControlPlane, name: str) -> str:
+    """A namespace that opts in to kubepam (the operator may manage Secrets and ConfigMaps there)."""
+    apply(
+        plane,
+        "admin",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "kubepam-operator", "namespace": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "kubepam-operator-namespace",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "kubepam-operator", "namespace": "kubepam-system"}
+            ],
+        },
+    )
+    return name

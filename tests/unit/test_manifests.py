@@ -1,0 +1,98 @@
+"""crds/, manifests/ and the chart: in sync, documented, and the examples valid offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubepam.offline import check, load_schemas
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = sorted((ROOT / "crds").glob("*.yaml"))
+KINDS = {
+    "WorkloadConnection",
+    "WorkloadRole",
+    "AccessPolicy",
+    "Project",
+    "Server",
+    "CheckoutPolicy",
+    "Checkout",
+    "JitAccount",
+    "SSHCertificateRequest",
+}
+
+
+def test_copies_of_crds_are_in_sync() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "sync_crds.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_one_crd_per_kind() -> None:
+    kinds = {yaml.safe_load(p.read_text())["spec"]["names"]["kind"] for p in CRDS}
+    assert kinds >= KINDS
+
+
+def _walk(schema: dict[str, Any], path: str) -> list[str]:
+    missing = []
+    for name, prop in (schema.get("properties") or {}).items():
+        here = f"{path}.{name}"
+        if name not in ("apiVersion", "kind", "metadata") and not prop.get("description"):
+            missing.append(here)
+        missing += _walk(prop, here)
+    if "items" in schema:
+        missing += _walk(schema["items"], path + "[]")
+    return missing
+
+
+@pytest.mark.parametrize("path", CRDS, ids=[p.stem for p in CRDS])
+def test_every_field_is_described_and_status_is_a_subresource(path: Path) -> None:
+    crd = yaml.safe_load(path.read_text())
+    assert crd["spec"]["group"] == "kubepam.io"
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    schema = version["schema"]["openAPIV3Schema"]
+    assert schema.get("description")
+    assert _walk(schema, crd["spec"]["names"]["kind"]) == []
+    columns = {c["name"] for c in version["additionalPrinterColumns"]}
+    assert {"Age"} <= columns and ("Ready" in columns)
+    status = schema["properties"]["status"]["properties"]
+    assert {"conditions", "observedGeneration"} <= set(status)
+
+
+def test_examples_cover_every_kind_and_validate_offline() -> None:
+    findings = check([ROOT / "manifests" / "examples"], load_schemas(ROOT / "crds"))
+    assert {f.kind for f in findings} == KINDS
+    assert [f for f in findings if f.errors] == []
+
+
+def test_offline_validation_reports_unknown_fields_and_bad_enums(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump_all(
+            [
+                {
+                    "apiVersion": "kubepam.io/v1alpha1",
+                    "kind": "WorkloadConnection",
+                    "metadata": {"name": "x"},
+                    "spec": {"provider": "github", "audiences": ["a"], "audience": "typo"},
+                },
+                {
+                    "apiVersion": "kubepam.io/v1alpha1",
+                    "kind": "Server",
+                    "metadata": {"name": "s"},
+                    "spec": {"project": "p", "hostname": "h", "os": "plan9"},
+                },
+            ]
+        )
+    )
+    findings = check([bad], load_schemas(ROOT / "crds"))
+    errors = [e for f in findings for e in f.errors]
+    assert any("spec: Additional properties are not allowed ('audience'" in e for e in errors), errors
+    assert any(e.startswith("spec.os: 'plan9' is not one of") for e in errors), errors
