@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from kubepam.dev.cluster import ControlPlane, ensure_binaries
     from kubepam.dev.install import install
 
+    def stop_on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the same clean shutdown as Ctrl-C: operator first, then the control plane
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     plane: ControlPlane | None = None
     env = dict(os.environ)
     if os.environ.get("KUBECONFIG") and not args.local:
