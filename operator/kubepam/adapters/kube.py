@@ -129,3 +129,35 @@ class Secrets:
         }
         obj = await call(self._core.replace_namespaced_secret, name, namespace, body)
         return SecretData(dict(data), _version(obj))
+
+
+class CustomObjects:
+    """Read kubepam objects and merge-patch their status outside kopf handlers (scheduled work)."""
+
+    def __init__(self, group: str, version: str) -> None:
+        load_config()
+        self._api = kubernetes.client.CustomObjectsApi()
+        self._group = group
+        self._version = version
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: object = await call(
+                self._api.get_namespaced_custom_object, self._group, self._version, namespace, plural, name
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return dict(obj) if isinstance(obj, dict) else None
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        await call(
+            self._api.patch_namespaced_custom_object_status,
+            self._group,
+            self._version,
+            namespace,
+            plural,
+            name,
+            {"status": dict(status)},
+        )

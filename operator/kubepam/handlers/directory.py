@@ -88,6 +88,9 @@ class KopfDirectory:
         entry: ConnectionEntry = next(iter(store))
         return entry
 
+    def all_connections(self) -> list[ConnectionEntry]:
+        return [entry for store in self._connections.values() for entry in store]
+
     def roles(self, namespace: str) -> Sequence[Role]:
         store = self._roles.get(namespace)
         return list(store) if store else []

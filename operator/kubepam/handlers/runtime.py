@@ -15,9 +15,10 @@ from aiohttp import web
 
 from kubepam.adapters import metrics
 from kubepam.adapters.jwks import HttpFetcher, JwksCache
-from kubepam.adapters.kube import Secrets
+from kubepam.adapters.kube import CustomObjects, Secrets
 from kubepam.adapters.signing import SigningKeys
 from kubepam.domain.connection import MAX_ACCESS_TOKEN_TTL
+from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.handlers.directory import KopfDirectory
 from kubepam.services.scheduler import Scheduler
 from kubepam.services.workload_identity import TokenExchange
@@ -41,6 +42,7 @@ class Runtime:
     scheduler: Scheduler
     directory: KopfDirectory
     exchange: TokenExchange
+    objects: CustomObjects
     started: datetime
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broker: web.AppRunner | None = None
@@ -101,7 +103,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         clock=utcnow,
         record=metrics.record_token_outcome,
     )
-    rt = Runtime(SETTINGS, utcnow, jwks, fetcher, signing, Scheduler(utcnow), directory, exchange, now)
+    objects = CustomObjects(GROUP, VERSION)
+    rt = Runtime(
+        SETTINGS, utcnow, jwks, fetcher, signing, Scheduler(utcnow), directory, exchange, objects, now
+    )
     rt.tasks.append(asyncio.create_task(rt.scheduler.run(), name="kubepam scheduler"))
     schedule_key_maintenance(rt)
     rt.broker = await start_broker(rt)

@@ -6,15 +6,16 @@ writes only what differs, so a security admin's promotion shows up in conditions
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import kopf
 
 from kubepam.adapters.jwks import JwksFetchError
 from kubepam.domain.kinds import GROUP, VERSION
-from kubepam.domain.plans import KeysObserved, plan_connection
+from kubepam.domain.plans import KeysObserved, plan_connection, status_patch
 from kubepam.handlers.directory import connection_entry, forget_connection
-from kubepam.handlers.runtime import SETTINGS, Runtime, runtime
+from kubepam.handlers.runtime import Runtime, runtime
 from kubepam.handlers.status import apply_plan, ref
 from kubepam.services.workload_identity import ConnectionEntry
 
@@ -34,24 +35,65 @@ def connections_index(
     return {(entry.namespace, entry.name): entry}
 
 
+def _observed(rt: Runtime, entry: ConnectionEntry) -> KeysObserved | None:
+    conn = entry.connection
+    if conn is None or conn.jwks_url is None:
+        return None
+    state = rt.jwks.state(conn.jwks_url)
+    return KeysObserved(state.key_count, state.last_refresh, state.last_error)
+
+
 def _report(rt: Runtime, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, patch: kopf.Patch) -> None:
-    conn = _entry(meta, spec, status).connection
-    observed = None
-    if conn is not None and conn.jwks_url is not None:
-        state = rt.jwks.state(conn.jwks_url)
-        observed = KeysObserved(state.key_count, state.last_refresh, state.last_error)
+    observed = _observed(rt, _entry(meta, spec, status))
     apply_plan(plan_connection(spec, status, observed), patch, status, meta)
 
 
 async def _refresh(rt: Runtime, entry: ConnectionEntry) -> str | None:
+    """Fetch the issuer's keys now, and schedule the next background refresh for that URL."""
     conn = entry.connection
     if conn is None or conn.jwks_url is None:
         return None
+    schedule_refresh(rt, conn.jwks_url)
     try:
         await rt.jwks.refresh(conn.jwks_url)
     except JwksFetchError as exc:
         return str(exc)
     return None
+
+
+def schedule_refresh(rt: Runtime, url: str) -> None:
+    """Keep issuer keys fresh even when no token arrives (a rotation at the issuer is picked up), through
+    the one scheduler: one deadline per JWKS URL, however many connections share it. The statuses of the
+    connections using the URL are brought up to date after each refresh."""
+
+    async def refresh_and_report() -> None:
+        users = [e for e in rt.directory.all_connections() if e.connection and e.connection.jwks_url == url]
+        if not users:
+            return  # no connection uses this URL any more: stop refreshing it
+        schedule_refresh(rt, url)
+        with contextlib.suppress(JwksFetchError):
+            await rt.jwks.refresh(url)
+        for entry in users:
+            await _write_status(rt, entry.namespace, entry.name)
+
+    rt.scheduler.schedule(("jwks", url), rt.clock() + rt.settings.jwks_refresh, refresh_and_report)
+
+
+async def _write_status(rt: Runtime, namespace: str, name: str) -> None:
+    obj = await rt.objects.get(PLURAL, namespace, name)
+    if obj is None:
+        return
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    meta = obj.get("metadata") or {}
+    entry = connection_entry(namespace, name, int(meta.get("generation") or 0), spec, status)
+    desired = status_patch(
+        plan_connection(spec, status, _observed(rt, entry)),
+        status,
+        int(meta.get("generation") or 0),
+        rt.clock(),
+    )
+    if desired is not None:
+        await rt.objects.patch_status(PLURAL, namespace, name, desired)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -77,26 +119,4 @@ def connection_event(
         me = ref(meta)
         forget_connection(me.namespace, me.name)
         return
-    _report(rt, meta, spec, status, patch)
-
-
-@kopf.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=SETTINGS.jwks_refresh.total_seconds(),
-    initial_delay=SETTINGS.jwks_refresh.total_seconds(),
-)
-async def refresh_keys(
-    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: Any, **_: Any
-) -> None:
-    """Keep issuer keys fresh even when no token arrives (rotation at the issuer is picked up)."""
-    rt = runtime(memo)
-    entry = _entry(meta, spec, status)
-    conn = entry.connection
-    if conn is not None and conn.jwks_url is not None:
-        state = rt.jwks.state(conn.jwks_url)
-        fresh = state.last_refresh is not None and rt.clock() - state.last_refresh < SETTINGS.jwks_refresh / 2
-        if not fresh:
-            await _refresh(rt, entry)
     _report(rt, meta, spec, status, patch)
