@@ -37,11 +37,7 @@ async def verify_token(
     token: str, target: TokenTarget, inline: KeySet | None, keys: KeySource
 ) -> dict[str, Any]:
     token_rules.check_shape(token)
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.DecodeError:
-        raise invalid_grant("token header is not base64url-encoded JSON", "malformed") from None
-    alg, kid = token_rules.check_header(header)
+    alg, kid = token_rules.check_header(token_rules.peek_header(token))
     found: VerificationKey | None
     if inline is not None:
         found = inline.find(kid)
