@@ -162,6 +162,81 @@ def cmd_validate(args: argparse.Namespace, *, show_plan: bool = False) -> int:
     return 1 if bad else 0
 
 
+def _subject_token(args: argparse.Namespace) -> str:
+    from kubepam.client.id_tokens import id_token
+
+    return id_token(
+        args.provider,
+        os.environ,
+        audience=args.audience,
+        token_file=args.token_file,
+        gitlab_variable=args.gitlab_variable,
+    )
+
+
+def cmd_workload(args: argparse.Namespace) -> int:
+    from kubepam.client import broker
+    from kubepam.client.id_tokens import TokenSourceError
+
+    if not args.broker:
+        print("kubepam: set --broker or KUBEPAM_BROKER to the broker's URL", file=sys.stderr)
+        return 2
+    try:
+        subject = _subject_token(args)
+    except TokenSourceError as exc:
+        print(f"kubepam: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "explain":
+            report = broker.validate(args.broker, args.connection, subject)
+            print(json.dumps(report, indent=2) if args.json else render_report(report))
+            return 0 if report.get("verdict") == "valid" else 1
+        answer = broker.exchange(args.broker, args.connection, subject)
+    except broker.BrokerError as exc:
+        print(f"kubepam: {exc}", file=sys.stderr)
+        return 1
+    if args.output:
+        path = Path(args.output)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(answer["access_token"] + "\n")
+        print(f"access token written to {path} (expires in {answer['expires_in']}s)", file=sys.stderr)
+    elif args.json:
+        print(json.dumps(answer))
+    else:
+        print(answer["access_token"])
+    return 0
+
+
+def render_report(report: dict[str, Any]) -> str:
+    mark = {True: "+", False: "-"}
+    lines = [f"connection {report['connection']} ({report['phase']}): token {report['verdict']}"]
+    if report.get("error"):
+        lines.append(f"  {report['error']['error']}: {report['error']['error_description']}")
+    if report.get("trace"):
+        lines.append("  connection conditions:")
+        lines += [
+            f"    {mark[r['matched']]} {r['claim']} {r['operator']} {r['expected']}  "
+            f"(token: {r['actual']}; {r['reason']})"
+            for r in report["trace"]
+        ]
+    for role in report.get("roles", []):
+        lines.append(
+            f"  role {role['role']}: {'MATCH' if role['matched'] else 'no match'} - {role['reason']}"
+        )
+        for i, block in enumerate(role["blocks"]):
+            lines.append(f"    block {i}:")
+            lines += [
+                f"      {mark[r['matched']]} {r['claim']} {r['operator']} {r['expected']}  "
+                f"(token: {r['actual']})"
+                for r in block
+            ]
+    if report.get("note"):
+        lines.append(f"  note: {report['note']}")
+    lines.append(f"  would issue: {'yes' if report.get('wouldIssue') else 'no'}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubepam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,6 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show what the operator would do, changing nothing")
     plan.add_argument("-f", "--filename", action="append", required=True)
     plan.set_defaults(fn=lambda a: cmd_validate(a, show_plan=True))
+
+    workload = sub.add_parser("workload", help="for CI jobs: exchange the job's OIDC token, or explain it")
+    workload.add_argument("action", choices=["login", "explain"])
+    workload.add_argument("--connection", required=True, help="namespace/name of the WorkloadConnection")
+    workload.add_argument(
+        "--broker", default=os.environ.get("KUBEPAM_BROKER"), help="broker URL ($KUBEPAM_BROKER)"
+    )
+    workload.add_argument(
+        "--provider", default="auto", choices=["auto", "file", "github", "gitlab", "circleci", "gcp"]
+    )
+    workload.add_argument("--token-file", help="read the ID token from this file")
+    workload.add_argument("--audience", help="audience to request (github, gcp)")
+    workload.add_argument("--gitlab-variable", default="KUBEPAM_ID_TOKEN", help="the id_tokens variable name")
+    workload.add_argument("--output", "-o", help="write the access token to this file (mode 0600)")
+    workload.add_argument("--json", action="store_true", help="print the broker's JSON answer")
+    workload.set_defaults(fn=cmd_workload)
     return parser
 
 
