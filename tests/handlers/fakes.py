@@ -1,0 +1,132 @@
+"""Fakes for fast handler and service tests: an in-memory directory, Secret store and JWKS source."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubepam.adapters.jwks import JwksCache, KeySet
+from kubepam.adapters.kube import KubeError, SecretData
+from kubepam.domain.connection import Phase, parse_connection
+from kubepam.domain.roles import Role, parse_role
+from kubepam.services.workload_identity import ConnectionEntry
+
+
+class Clock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kw: float) -> None:
+        self.now += timedelta(**kw)
+
+
+@dataclass
+class FakeDirectory:
+    entries: dict[tuple[str, str], ConnectionEntry] = field(default_factory=dict)
+    role_list: list[Role] = field(default_factory=list)
+    is_synced: bool = True
+
+    def add_connection(
+        self, namespace: str, name: str, spec: Mapping[str, Any], phase: Phase = Phase.ACTIVE
+    ) -> None:
+        conn = parse_connection(spec)
+        inline = KeySet.from_jwks(conn.inline_jwks) if conn.inline_jwks is not None else None
+        self.entries[(namespace, name)] = ConnectionEntry(namespace, name, phase, conn, (), inline)
+
+    def add_role(self, namespace: str, name: str, spec: Mapping[str, Any]) -> None:
+        self.role_list.append(parse_role(namespace, name, spec))
+
+    def connection(self, namespace: str, name: str) -> ConnectionEntry | None:
+        return self.entries.get((namespace, name))
+
+    def roles(self, namespace: str) -> Sequence[Role]:
+        return [r for r in self.role_list if r.namespace == namespace]
+
+    def synced(self) -> bool:
+        return self.is_synced
+
+
+class FakeFetcher:
+    """Serves a JWKS document from memory; can be 'down'; counts fetches."""
+
+    def __init__(self, document: dict[str, Any] | None = None) -> None:
+        self.document = document or {"keys": []}
+        self.down = False
+        self.calls = 0
+
+    async def __call__(self, url: str) -> Any:
+        from kubepam.adapters.jwks import JwksFetchError
+
+        self.calls += 1
+        if self.down:
+            raise JwksFetchError(f"GET {url}: connection refused")
+        return self.document
+
+
+def jwks_cache(fetcher: FakeFetcher, clock: Clock, **kw: Any) -> JwksCache:
+    options = {
+        "refresh": timedelta(minutes=15),
+        "min_refetch": timedelta(seconds=10),
+        "max_stale": timedelta(hours=24),
+        **kw,
+    }
+    return JwksCache(fetcher, clock, **options)
+
+
+class FakeSecrets:
+    """An in-memory Secret store with resourceVersions, able to inject one conflict."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], SecretData] = {}
+        self.version = 0
+        self.conflict_next_write = False
+        self.writes = 0
+
+    def _bump(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    async def get(self, namespace: str, name: str) -> SecretData | None:
+        return self.items.get((namespace, name))
+
+    async def create(
+        self, namespace: str, name: str, data: Mapping[str, bytes], labels: Mapping[str, str] | None = None
+    ) -> SecretData:
+        if (namespace, name) in self.items:
+            raise KubeError(409, "AlreadyExists", name)
+        self.writes += 1
+        self.items[(namespace, name)] = SecretData(dict(data), self._bump())
+        return self.items[(namespace, name)]
+
+    async def replace(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        resource_version: str,
+        labels: Mapping[str, str] | None = None,
+    ) -> SecretData:
+        current = self.items.get((namespace, name))
+        if self.conflict_next_write:
+            self.conflict_next_write = False
+            self.items[(namespace, name)] = SecretData(current.data if current else {}, self._bump())
+            raise KubeError(409, "Conflict", "object was modified")
+        if current is None or current.resource_version != resource_version:
+            raise KubeError(409, "Conflict", "object was modified")
+        self.writes += 1
+        self.items[(namespace, name)] = SecretData(dict(data), self._bump())
+        return self.items[(namespace, name)]
+
+
+def record_outcomes() -> tuple[list[tuple[str, str]], Any]:
+    seen: list[tuple[str, str]] = []
+
+    def record(endpoint: str, outcome: str) -> None:
+        seen.append((endpoint, outcome))
+
+    return seen, record

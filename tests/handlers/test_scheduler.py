@@ -1,0 +1,85 @@
+"""The one deadline scheduler: wakes at each deadline (no polling), replaces rescheduled keys,
+cancels, and retries failed actions with backoff until they succeed."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from kubepam.services.scheduler import Scheduler
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def run_for(scheduler: Scheduler, seconds: float) -> None:
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await scheduler.close()
+
+
+async def test_actions_fire_in_deadline_order_close_to_their_deadline() -> None:
+    scheduler = Scheduler(now)
+    fired: list[tuple[str, float]] = []
+    start = now()
+
+    def action(name: str) -> object:
+        async def run() -> None:
+            fired.append((name, (now() - start).total_seconds()))
+
+        return run
+
+    scheduler.schedule("b", start + timedelta(milliseconds=120), action("b"))  # type: ignore[arg-type]
+    scheduler.schedule("a", start + timedelta(milliseconds=60), action("a"))  # type: ignore[arg-type]
+    await run_for(scheduler, 0.3)
+    assert [n for n, _ in fired] == ["a", "b"]
+    assert 0.055 <= fired[0][1] < 0.25 and 0.115 <= fired[1][1] < 0.3  # never early; late only by load
+
+
+async def test_reschedule_replaces_and_cancel_removes() -> None:
+    scheduler = Scheduler(now)
+    fired: list[str] = []
+
+    async def mark() -> None:
+        fired.append("x")
+
+    scheduler.schedule("k", now() + timedelta(milliseconds=30), mark)
+    scheduler.schedule("k", now() + timedelta(milliseconds=80), mark)  # moved later: fires once
+    scheduler.schedule("gone", now() + timedelta(milliseconds=20), mark)
+    scheduler.cancel("gone")
+    await run_for(scheduler, 0.05)
+    assert fired == []
+    await run_for(scheduler, 0.1)
+    assert fired == ["x"] and len(scheduler) == 0
+
+
+async def test_an_earlier_deadline_added_later_wakes_the_loop() -> None:
+    scheduler = Scheduler(now)
+    fired: list[str] = []
+
+    async def mark() -> None:
+        fired.append("early")
+
+    task = asyncio.create_task(scheduler.run())
+    scheduler.schedule("late", now() + timedelta(hours=1), mark)
+    await asyncio.sleep(0.01)
+    scheduler.schedule("early", now() + timedelta(milliseconds=20), mark)
+    await asyncio.sleep(0.1)
+    task.cancel()
+    assert fired == ["early"]
+
+
+async def test_failed_actions_are_retried_until_they_succeed() -> None:
+    scheduler = Scheduler(now, backoff=(0.02, 0.04))
+    attempts: list[int] = []
+
+    async def flaky() -> None:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("backend down")
+
+    scheduler.schedule("rotate", now(), flaky)
+    await run_for(scheduler, 0.3)
+    assert len(attempts) == 3 and scheduler.fired == 1 and len(scheduler) == 0
