@@ -218,3 +218,31 @@ async def test_algorithm_must_agree_with_the_key_type() -> None:
     with pytest.raises(OAuthError) as err:
         await world.exchange.exchange(form(ec_issuer.mint()))
     assert err.value.outcome == "alg_key_mismatch" and "ES256 does not match" in err.value.description
+
+
+@pytest.mark.parametrize(
+    ("overrides", "accepted"),
+    [
+        ({"aud": ["https://other.example", AUDIENCE]}, True),  # aud may be a list naming ours
+        ({"aud": ["https://other.example"]}, False),
+        ({"iat": "now+30", "nbf": "now+30"}, True),  # within the 60 s leeway
+        ({"iat": "now+90", "nbf": "now"}, False),  # iat in the future beyond the leeway
+        ({"exp": "now-30"}, True),  # expired 30 s ago: still within the leeway
+        ({"exp": "now-90"}, False),
+    ],
+)
+async def test_audience_lists_and_clock_leeway(overrides: dict[str, Any], accepted: bool) -> None:
+    import time
+
+    world = await World("github").start()
+    now = int(time.time())
+    resolved = {
+        k: (now + int(v[3:] or 0) if isinstance(v, str) and v.startswith("now") else v)
+        for k, v in overrides.items()
+    }
+    token = world.issuer.mint("github", **resolved)
+    if accepted:
+        assert (await world.exchange.exchange(form(token))).roles == ("team-a/deployer",)
+    else:
+        with pytest.raises(OAuthError):
+            await world.exchange.exchange(form(token))
