@@ -10,12 +10,11 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from kubepam.dev.cluster import ControlPlane, free_port
 
@@ -87,7 +86,8 @@ def kubectl_json(plane: ControlPlane, identity: str, *args: str) -> Any:
 def apply(
     plane: ControlPlane, identity: str, *docs: dict[str, Any], check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    text = yaml.safe_dump_all(list(docs))
+    # JSON, not YAML: Go's YAML reads a bare key y as true, which would eat a JWK's "y".
+    text = "\n---\n".join(json.dumps(doc) for doc in docs)
     return plane.kubectl(identity, "apply", "-f", "-", input_text=text, check=check)
 
 
@@ -120,3 +120,70 @@ def team_namespace(plane: ControlPlane, name: str) -> str:
         },
     )
     return name
+
+
+def post_form(url: str, fields: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url,
+        data=urllib.parse.urlencode(fields).encode(),
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def exchange(
+    op: OperatorProcess, namespace: str, conn: str, token: str, path: str = "/v1/token"
+) -> tuple[int, dict[str, Any]]:
+    return post_form(
+        op.url + path,
+        {
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": token,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "connection": f"{namespace}/{conn}",
+        },
+    )
+
+
+def exchange_until(
+    op: OperatorProcess, namespace: str, conn: str, token: str, status: int, timeout: float = 15
+) -> dict[str, Any]:
+    """The broker reads kopf's index, which follows the API server within moments: poll, bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code, body = exchange(op, namespace, conn, token)
+        if code == status or time.monotonic() > deadline:
+            assert code == status, body
+            return body
+        time.sleep(0.2)
+
+
+def promote(
+    plane: ControlPlane,
+    who: str,
+    namespace: str,
+    name: str,
+    activated_by: str | None = None,
+    phase: str = "Active",
+) -> subprocess.CompletedProcess[str]:
+    status: dict[str, Any] = {"phase": phase}
+    if phase == "Active":
+        status["activatedBy"] = activated_by or who
+    return plane.kubectl(
+        who,
+        "patch",
+        "workloadconnection",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+        check=False,
+    )

@@ -15,6 +15,7 @@ from typing import Any
 from kubepam.domain.conditions import Health, health_conditions, rfc3339, same_conditions
 from kubepam.domain.connection import Phase, parse_connection
 from kubepam.domain.errors import SpecError
+from kubepam.domain.policy import parse_policy
 from kubepam.domain.roles import parse_role
 from kubepam.domain.validation import VALIDATORS
 
@@ -61,7 +62,8 @@ def plan_generic(kind: str, namespace: str, name: str, spec: Mapping[str, Any]) 
 def plan_connection(
     spec: Mapping[str, Any], status: Mapping[str, Any] | None, keys: KeysObserved | None
 ) -> Plan:
-    """``keys`` is None for inline JWKS or when nothing was fetched yet."""
+    """``keys``: what is known of the issuer's keys (parsed inline keys, or the JWKS cache for a URL);
+    None when nothing was fetched yet, or offline."""
     try:
         conn = parse_connection(spec)
     except SpecError as exc:
@@ -74,8 +76,16 @@ def plan_connection(
         fields["phase"] = Phase.DRAFT.value
         actions.append(Action("set", "status.phase", "Draft until a security admin promotes it"))
     if conn.inline_jwks is not None:
-        count = len(conn.inline_jwks.get("keys", []))
+        count = keys.key_count if keys is not None else len(conn.inline_jwks.get("keys", []))
         fields.update(keyCount=count, lastRefreshError="")
+        if count == 0:
+            return Plan(
+                Health.STALLED,
+                "NoUsableKeys",
+                "spec.jwks has no usable public signing key",
+                fields,
+                tuple(actions),
+            )
     elif keys is None or (keys.last_refresh is None and not keys.last_error):
         actions.append(Action("fetch", conn.jwks_url or "", "issuer signing keys"))
         return Plan(
@@ -112,6 +122,29 @@ def plan_role(namespace: str, name: str, spec: Mapping[str, Any]) -> Plan:
         f"matches tokens from Active connections ({conns}) as SSH user {role.username}",
         {"username": role.username, "blockCount": len(role.blocks)},
     )
+
+
+def plan_policy(namespace: str, name: str, spec: Mapping[str, Any]) -> Plan:
+    problems = VALIDATORS["AccessPolicy"](namespace, name, spec)
+    try:
+        policy = parse_policy(namespace, name, spec)
+    except SpecError as exc:
+        problems += exc.problems
+    if problems:
+        return invalid(problems)
+    return Plan(
+        Health.READY, "Accepted", f"{len(policy.rules)} rule(s) in effect", {"ruleCount": len(policy.rules)}
+    )
+
+
+def plan_request(status: Mapping[str, Any] | None) -> Plan:
+    """A certificate request is decided once: Issued (Ready) or Denied (Stalled, with the reason)."""
+    status = status or {}
+    if status.get("phase") == "Issued":
+        return Plan(Health.READY, "Issued", f"certificate valid until {status.get('validBefore')}")
+    if status.get("phase") == "Denied":
+        return Plan(Health.STALLED, "Denied", str(status.get("reason") or "denied"))
+    return Plan(Health.RECONCILING, "Pending", "waiting for the project's CA")
 
 
 def status_patch(

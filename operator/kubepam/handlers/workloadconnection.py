@@ -37,6 +37,8 @@ def connections_index(
 
 def _observed(rt: Runtime, entry: ConnectionEntry) -> KeysObserved | None:
     conn = entry.connection
+    if entry.inline_keys is not None:
+        return KeysObserved(entry.inline_keys.count, None, "")
     if conn is None or conn.jwks_url is None:
         return None
     state = rt.jwks.state(conn.jwks_url)
