@@ -16,4 +16,5 @@ PLURALS: dict[str, str] = {
     "Checkout": "checkouts",
     "JitAccount": "jitaccounts",
     "SSHCertificateRequest": "sshcertificaterequests",
+    "X509CertificateRequest": "x509certificaterequests",
 }

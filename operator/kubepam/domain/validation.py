@@ -158,8 +158,6 @@ _KEY_TYPES = (
     "ecdsa-sha2-nistp384 ",
     "ecdsa-sha2-nistp521 ",
     "ssh-rsa ",
-    "sk-ssh-ed25519@openssh.com ",
-    "sk-ecdsa-sha2-nistp256@openssh.com ",
 )
 
 
@@ -176,6 +174,14 @@ def validate_ssh_certificate_request(namespace: str, name: str, spec: Mapping[st
     return problems
 
 
+def validate_x509_certificate_request(namespace: str, name: str, spec: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    if "BEGIN CERTIFICATE REQUEST" not in str(spec.get("csr") or ""):
+        problems.append("spec.csr: must be a PEM CERTIFICATE REQUEST")
+    _duration(problems, spec, "ttl", timedelta(seconds=30), timedelta(hours=24))
+    return problems
+
+
 VALIDATORS: dict[str, Validator] = {
     "WorkloadConnection": validate_connection,
     "WorkloadRole": validate_role,
@@ -186,4 +192,5 @@ VALIDATORS: dict[str, Validator] = {
     "Checkout": validate_checkout,
     "JitAccount": validate_jit_account,
     "SSHCertificateRequest": validate_ssh_certificate_request,
+    "X509CertificateRequest": validate_x509_certificate_request,
 }
