@@ -34,6 +34,10 @@ class KubeError(Exception):
     def conflict(self) -> bool:
         return self.status == 409
 
+    @property
+    def forbidden(self) -> bool:
+        return self.status == 403
+
 
 @functools.cache
 def load_config() -> None:
@@ -63,26 +67,75 @@ def _version(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class SecretData:
+    """The data of a Secret or ConfigMap (always bytes here) and the version it was read at."""
+
     data: dict[str, bytes]
     resource_version: str
 
 
-class Secrets:
-    """Get, create and replace Secrets (replace is conditional on resourceVersion)."""
+def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
+    """Makes the garbage collector delete the object with its owner (no finalizer rights needed)."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
+
+
+class _DataObjects:
+    """Get, create, replace (conditional on resourceVersion) and delete Secrets or ConfigMaps by name."""
+
+    kind = ""
 
     def __init__(self) -> None:
         load_config()
         self._core = kubernetes.client.CoreV1Api()
 
+    def _encode(self, data: Mapping[str, bytes]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _decode(self, obj: Any) -> dict[str, bytes]:
+        raise NotImplementedError
+
+    def _body(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        labels: Mapping[str, str] | None,
+        owner: Mapping[str, Any] | None,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels or {})}
+        if owner:
+            meta["ownerReferences"] = [dict(owner)]
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": self.kind,
+            "metadata": meta,
+            "data": self._encode(data),
+        }
+        if self.kind == "Secret":
+            body["type"] = "Opaque"
+        return body
+
+    def _method(self, verb: str) -> Any:
+        suffix = "secret" if self.kind == "Secret" else "config_map"
+        return getattr(self._core, f"{verb}_namespaced_{suffix}")
+
     async def get(self, namespace: str, name: str) -> SecretData | None:
         try:
-            obj = await call(self._core.read_namespaced_secret, name, namespace)
+            obj = await call(self._method("read"), name, namespace)
         except KubeError as exc:
             if exc.not_found:
                 return None
             raise
-        data = {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
-        return SecretData(data, _version(obj))
+        return SecretData(self._decode(obj), _version(obj))
 
     async def create(
         self,
@@ -92,19 +145,7 @@ class Secrets:
         labels: Mapping[str, str] | None = None,
         owner: Mapping[str, Any] | None = None,
     ) -> SecretData:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": dict(labels or {}),
-                **({"ownerReferences": [dict(owner)]} if owner else {}),
-            },
-            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
-        }
-        obj = await call(self._core.create_namespaced_secret, namespace, body)
+        obj = await call(self._method("create"), namespace, self._body(namespace, name, data, labels, owner))
         return SecretData(dict(data), _version(obj))
 
     async def replace(
@@ -114,21 +155,40 @@ class Secrets:
         data: Mapping[str, bytes],
         resource_version: str,
         labels: Mapping[str, str] | None = None,
+        owner: Mapping[str, Any] | None = None,
     ) -> SecretData:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "resourceVersion": resource_version,
-                "labels": dict(labels or {}),
-            },
-            "data": {k: base64.b64encode(v).decode() for k, v in data.items()},
-        }
-        obj = await call(self._core.replace_namespaced_secret, name, namespace, body)
+        body = self._body(namespace, name, data, labels, owner, resource_version)
+        obj = await call(self._method("replace"), name, namespace, body)
         return SecretData(dict(data), _version(obj))
+
+    async def delete(self, namespace: str, name: str) -> bool:
+        try:
+            await call(self._method("delete"), name, namespace)
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+
+class Secrets(_DataObjects):
+    kind = "Secret"
+
+    def _encode(self, data: Mapping[str, bytes]) -> dict[str, str]:
+        return {k: base64.b64encode(v).decode() for k, v in data.items()}
+
+    def _decode(self, obj: Any) -> dict[str, bytes]:
+        return {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
+
+
+class ConfigMaps(_DataObjects):
+    kind = "ConfigMap"
+
+    def _encode(self, data: Mapping[str, bytes]) -> dict[str, str]:
+        return {k: v.decode() for k, v in data.items()}
+
+    def _decode(self, obj: Any) -> dict[str, bytes]:
+        return {k: str(v).encode() for k, v in (obj.data or {}).items()}
 
 
 class CustomObjects:
@@ -150,6 +210,27 @@ class CustomObjects:
                 return None
             raise
         return dict(obj) if isinstance(obj, dict) else None
+
+    async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> None:
+        await call(
+            self._api.create_namespaced_custom_object,
+            self._group,
+            self._version,
+            namespace,
+            plural,
+            dict(body),
+        )
+
+    async def patch(self, plural: str, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        await call(
+            self._api.patch_namespaced_custom_object,
+            self._group,
+            self._version,
+            namespace,
+            plural,
+            name,
+            dict(body),
+        )
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         await call(

@@ -247,3 +247,59 @@ class TokenExchange:
                 "connection is Draft: tokens are validated but nothing is issued and no role matches"
             )
         return report
+
+
+class VerificationKeys(Protocol):
+    def verification_key(self, kid: str) -> Any: ...
+
+
+class AccessTokenVerifier:
+    """Checks kubepam's own access tokens (Bearer on the broker's workload endpoints)."""
+
+    def __init__(self, keys: VerificationKeys, *, issuer: str, audience: str, directory: Directory) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._directory = directory
+
+    def verify(self, authorization: str | None) -> dict[str, Any]:
+        import jwt
+
+        from kubepam.domain import token_rules
+
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise oauth.invalid_token(
+                "send the kubepam access token as Authorization: Bearer <token>", "no_token"
+            )
+        try:
+            token_rules.check_shape(token)
+            alg, kid = token_rules.check_header(token_rules.peek_header(token))
+        except OAuthError as exc:
+            raise oauth.invalid_token(exc.description, exc.outcome) from None
+        key = self._keys.verification_key(kid or "")
+        if alg != "EdDSA" or key is None:
+            raise oauth.invalid_token("not a kubepam access token (unknown key or algorithm)", "kid_unknown")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=["EdDSA"],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=token_rules.LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise oauth.invalid_token("the access token has expired; log in again", "expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise oauth.invalid_token(
+                f"the access token is invalid ({type(exc).__name__})", "invalid"
+            ) from None
+        namespace, _, name = str(claims.get("connection", "")).partition("/")
+        entry = self._directory.connection(namespace, name)
+        if entry is None or entry.phase is not Phase.ACTIVE:
+            raise oauth.invalid_token(
+                f"WorkloadConnection {claims.get('connection')} is no longer Active", "connection_inactive"
+            )
+        return claims

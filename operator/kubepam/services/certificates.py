@@ -1,0 +1,176 @@
+"""Short-lived certificates: policy decision first, then signing with the project's current CA.
+
+People ask through SSHCertificateRequest / X509CertificateRequest objects (requester and groups
+stamped by the API server); workloads ask the broker with a kubepam access token and get a certificate
+for their system user ``wl_<role>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from kubepam.adapters.ca import (
+    CertificateError,
+    parse_ssh_public_key,
+    random_serial,
+    sign_client_csr,
+    sign_ssh_user,
+)
+from kubepam.domain.certificates import Validity, key_id, validity
+from kubepam.domain.conditions import rfc3339
+from kubepam.domain.durations import parse_duration
+from kubepam.domain.policy import Capability, Decision, Policy, Request, ServerView, Subject, evaluate
+from kubepam.domain.project import ProjectSpec
+from kubepam.services.projects import CAStore
+
+
+class PolicyDirectory(Protocol):
+    def policies(self, namespace: str) -> Sequence[Policy]: ...
+    def server(self, namespace: str, name: str) -> ServerView | None: ...
+    def project(self, namespace: str, name: str) -> ProjectSpec | None: ...
+
+
+@dataclass(frozen=True)
+class Issued:
+    certificate: str
+    principals: tuple[str, ...]
+    key_id: str
+    serial: int
+    valid: Validity
+    source: str
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "phase": "Issued",
+            "certificate": self.certificate,
+            "principals": list(self.principals),
+            "keyId": self.key_id,
+            "serial": self.serial,
+            "validAfter": rfc3339(self.valid.after),
+            "validBefore": rfc3339(self.valid.before),
+            "policy": self.source,
+            "reason": "",
+        }
+
+
+@dataclass(frozen=True)
+class Denied:
+    reason: str
+
+    def status(self) -> dict[str, Any]:
+        return {"phase": "Denied", "reason": self.reason}
+
+
+class NotReady(Exception):
+    """The project's CA is not loaded yet (or the project is missing): retry later."""
+
+
+class CertificateIssuer:
+    def __init__(self, directory: PolicyDirectory, cas: CAStore, clock: Callable[[], datetime]) -> None:
+        self._directory = directory
+        self._cas = cas
+        self._clock = clock
+
+    def _decide(
+        self, namespace: str, spec: Mapping[str, Any], subject: Subject, capability: Capability
+    ) -> tuple[Decision, ProjectSpec | None]:
+        project_name = str(spec.get("project", ""))
+        project = self._directory.project(namespace, project_name)
+        if project is None:
+            return Decision(False, f"no Project {namespace}/{project_name}"), None
+        server = None
+        if spec.get("server"):
+            server = self._directory.server(namespace, str(spec["server"]))
+            if server is None:
+                return Decision(False, f"no Server {namespace}/{spec['server']}"), project
+        ttl = parse_duration(spec["ttl"]) if spec.get("ttl") else None
+        request = Request(
+            namespace, project_name, capability, server, tuple(spec.get("principals") or ()), ttl
+        )
+        return evaluate(self._directory.policies(namespace), subject, request, project.limits), project
+
+    def _ca(self, namespace: str, project: str) -> Any:
+        ca = self._cas.current(namespace, project)
+        if ca is None:
+            raise NotReady(f"the CA of project {namespace}/{project} is not ready yet")
+        return ca
+
+    def ssh(
+        self, namespace: str, request_name: str, spec: Mapping[str, Any], subject: Subject
+    ) -> Issued | Denied:
+        decision, _ = self._decide(namespace, spec, subject, Capability.SSH)
+        if not decision.allowed:
+            return Denied(decision.reason)
+        try:
+            public_key = parse_ssh_public_key(str(spec.get("publicKey", "")))
+        except CertificateError as exc:
+            return Denied(str(exc))
+        ca = self._ca(namespace, str(spec["project"]))
+        assert decision.ttl is not None
+        valid = validity(self._clock(), decision.ttl)
+        kid = key_id(namespace, subject.username, request_name)
+        serial = random_serial()
+        cert = sign_ssh_user(ca, public_key, decision.principals, valid, kid, serial)
+        return Issued(cert, decision.principals, kid, serial, valid, decision.source)
+
+    def workload_ssh(self, namespace: str, role: str, body: Mapping[str, Any], jti: str) -> Issued | Denied:
+        """A certificate for ``wl_<role>`` if a policy rule names the workload role for that server."""
+        from kubepam.domain.roles import workload_username
+
+        subject = Subject(username=workload_username(role), role=role)
+        spec = {
+            "project": body["project"],
+            "server": body.get("server"),
+            "publicKey": body["publicKey"],
+            "ttl": body.get("ttl"),
+        }
+        return self.ssh(namespace, f"workload-{jti[:12]}", spec, subject)
+
+    def x509(
+        self, namespace: str, request_name: str, spec: Mapping[str, Any], subject: Subject
+    ) -> Issued | Denied:
+        decision, _ = self._decide(namespace, spec, subject, Capability.X509)
+        if not decision.allowed:
+            return Denied(decision.reason)
+        ca = self._ca(namespace, str(spec["project"]))
+        assert decision.ttl is not None
+        valid = validity(self._clock(), decision.ttl)
+        serial = random_serial()
+        uri = f"kubepam://{namespace}/{spec['project']}/{subject.username}"
+        try:
+            pem = sign_client_csr(ca, str(spec.get("csr", "")), subject.username, uri, valid, serial)
+        except CertificateError as exc:
+            return Denied(str(exc))
+        return Issued(
+            pem,
+            (subject.username,),
+            key_id(namespace, subject.username, request_name),
+            serial,
+            valid,
+            decision.source,
+        )
+
+
+def workload_request(claims: Mapping[str, Any], body: Mapping[str, Any]) -> tuple[str, str]:
+    """(namespace, role) for a /v1/ssh/sign body, checked against the access token's roles."""
+    from kubepam.domain import oauth
+
+    asked = body.get("role")
+    if not isinstance(asked, str) or not asked:
+        raise oauth.invalid_request("role is required (a WorkloadRole named in the access token)")
+    roles = [r for r in claims.get("roles") or [] if isinstance(r, str)]
+    matches = [r for r in roles if r == asked or r.split("/", 1)[-1] == asked]
+    if not matches:
+        raise oauth.access_denied(
+            f"the access token does not carry role {asked} (it has: {', '.join(roles)})", "role_not_in_token"
+        )
+    if len(matches) > 1:
+        raise oauth.invalid_request(f"role {asked} is ambiguous; use namespace/role")
+    namespace, role = matches[0].split("/", 1)
+    for field in ("project", "publicKey"):
+        if not isinstance(body.get(field), str) or not body.get(field):
+            raise oauth.invalid_request(f"{field} is required")
+    return namespace, role
