@@ -84,7 +84,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     plane = ControlPlane(state_dir=state_dir, bin_dir=ensure_binaries())
     plane.start()
     if not args.no_install:
-        install(lambda *cmd, **kw: plane.kubectl("admin", *cmd, **kw), examples=args.examples)
+        install(
+            lambda *cmd, **kw: plane.kubectl("admin", *cmd, **kw),
+            examples=args.examples,
+            requester=lambda *cmd, **kw: plane.kubectl("alice", *cmd, **kw),
+        )
     print(f"control plane up in {plane.startup_seconds:.1f}s at {plane.server}")
     print(
         f"kubeconfigs: {state_dir / 'kubeconfigs'} (admin, operator, devops, secadmin, approver, alice, bob)"
@@ -122,7 +126,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             old.stop()
         plane = ControlPlane(state_dir=state_dir, bin_dir=ensure_binaries())
         plane.start()
-        install(lambda *cmd, **kw: plane.kubectl("admin", *cmd, **kw), examples=True)
+        install(
+            lambda *cmd, **kw: plane.kubectl("admin", *cmd, **kw),
+            examples=True,
+            requester=lambda *cmd, **kw: plane.kubectl("alice", *cmd, **kw),
+        )
         env["KUBECONFIG"] = str(plane.kubeconfig("operator"))
         print(f"control plane up in {plane.startup_seconds:.1f}s; kubeconfigs in {state_dir / 'kubeconfigs'}")
         print(f"try: KUBECONFIG={plane.kubeconfig('admin')} kubectl get kubepam -A")
@@ -237,6 +245,26 @@ def render_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cmd_ssh(args: argparse.Namespace) -> int:
+    from kubepam.client.ssh import SSHError, run
+
+    try:
+        return run(
+            args.namespace,
+            args.server,
+            Path(args.key).expanduser(),
+            login=args.login,
+            ttl=args.ttl,
+            principals=args.principal or [],
+            timeout=args.timeout,
+            ssh_options=args.ssh_option or [],
+            command=args.command_args,
+        )
+    except SSHError as exc:
+        print(f"kubepam ssh: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubepam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -289,11 +317,32 @@ def build_parser() -> argparse.ArgumentParser:
     workload.add_argument("--output", "-o", help="write the access token to this file (mode 0600)")
     workload.add_argument("--json", action="store_true", help="print the broker's JSON answer")
     workload.set_defaults(fn=cmd_workload)
+
+    ssh = sub.add_parser(
+        "ssh",
+        help="get a short-lived SSH certificate for a server and log in",
+        usage="kubepam ssh SERVER [options] [-- REMOTE COMMAND...]",
+    )
+    ssh.add_argument("server", help="the Server object's name")
+    ssh.add_argument("-n", "--namespace", default=os.environ.get("KUBEPAM_NAMESPACE_DEFAULT", "default"))
+    ssh.add_argument("-i", "--key", default="~/.ssh/id_ed25519", help="private key; its .pub is certified")
+    ssh.add_argument("-l", "--login", help="remote user (default: the certificate's first principal)")
+    ssh.add_argument("--ttl", help="certificate lifetime to ask for (capped by policy)")
+    ssh.add_argument("--principal", action="append", help="principal to ask for (repeatable)")
+    ssh.add_argument("-o", "--ssh-option", action="append", help="passed to ssh as -o (repeatable)")
+    ssh.add_argument("--timeout", type=float, default=60, help="seconds to wait for the certificate")
+    ssh.set_defaults(fn=cmd_ssh)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    remote: list[str] = []
+    if "--" in argv:  # everything after -- is the remote command of `kubepam ssh`
+        cut = argv.index("--")
+        argv, remote = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    args.command_args = remote
     code: int = args.fn(args)
     return code
 

@@ -5,13 +5,13 @@ Importing this package registers every handler with kopf's default registry.
 
 from kubepam.handlers import (  # noqa: F401  (imported for their kopf registrations)
     accesspolicy,
+    certificaterequests,
     checkout,
     checkoutpolicy,
     jitaccount,
     project,
     runtime,
     server,
-    sshcertificaterequest,
     workloadconnection,
     workloadrole,
 )

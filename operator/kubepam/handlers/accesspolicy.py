@@ -1,5 +1,34 @@
-"""AccessPolicy handlers: validate the spec and report Ready or Stalled with the reasons."""
+"""AccessPolicy handlers: index policies by namespace for decisions, report validity and rule count."""
 
-from kubepam.handlers.generic import register_validation
+from __future__ import annotations
 
-register_validation("AccessPolicy")
+from typing import Any
+
+import kopf
+
+from kubepam.domain.errors import SpecError
+from kubepam.domain.kinds import GROUP, VERSION
+from kubepam.domain.plans import plan_policy
+from kubepam.domain.policy import Policy, parse_policy
+from kubepam.handlers.status import apply_plan, ref
+
+PLURAL = "accesspolicies"
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def policies_index(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> dict[str, Policy] | None:
+    me = ref(meta)
+    try:
+        return {me.namespace: parse_policy(me.namespace, me.name, spec)}
+    except SpecError:
+        return None  # an invalid policy grants nothing; its status says why
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def reconcile_policy(
+    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any
+) -> None:
+    me = ref(meta)
+    apply_plan(plan_policy(me.namespace, me.name, spec), patch, status, meta)

@@ -3,6 +3,8 @@ call a service, shape the answer. Errors are RFC 6749 JSON bodies; no stack trac
 
     POST /v1/token            RFC 8693 token exchange
     POST /v1/token/validate   dry run with a claim-by-claim trace (Draft or Active connections)
+    POST /v1/ssh/sign         Bearer kubepam access token + role/project/server/publicKey -> certificate
+    POST /v1/enroll           a server trades its project's enrollment token for a Server and the CA keys
     GET  /.well-known/jwks.json   keys that sign kubepam access tokens
     GET  /healthz, /readyz, /metrics
 """
@@ -13,7 +15,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -92,6 +94,48 @@ async def validate(request: web.Request) -> web.Response:
     return web.json_response(report, headers=NO_STORE)
 
 
+async def read_json(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise oauth.invalid_request("use Content-Type application/json", "invalid_request")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise oauth.invalid_request("the body is not valid JSON", "invalid_request") from None
+    if not isinstance(body, dict):
+        raise oauth.invalid_request("the body must be a JSON object", "invalid_request")
+    return body
+
+
+async def ssh_sign(request: web.Request) -> web.Response:
+    from kubepam.services.certificates import Denied, NotReady, workload_request
+
+    rt = request.app[RUNTIME]
+    claims = rt.access.verify(request.headers.get("Authorization"))
+    body = await read_json(request)
+    namespace, role = workload_request(claims, body)
+    try:
+        result = rt.issuer.workload_ssh(namespace, role, body, str(claims.get("jti", "")))
+    except NotReady as exc:
+        raise oauth.temporarily_unavailable(str(exc)) from None
+    if isinstance(result, Denied):
+        raise oauth.access_denied(result.reason, "policy_denied")
+    log.info("issued SSH certificate %s for %s/%s", result.key_id, namespace, role)
+    return web.json_response(
+        {
+            "certificate": result.certificate,
+            "principals": list(result.principals),
+            "keyId": result.key_id,
+            "validBefore": result.status()["validBefore"],
+        },
+        headers=NO_STORE,
+    )
+
+
+async def enroll(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return web.json_response(await rt.enroller.enroll(await read_json(request)), headers=NO_STORE)
+
+
 async def jwks(request: web.Request) -> web.Response:
     return web.json_response(request.app[RUNTIME].signing.jwks(), headers={"Cache-Control": "max-age=60"})
 
@@ -118,6 +162,8 @@ def make_app(rt: Runtime, extra_routes: list[web.RouteDef] | None = None) -> web
         [
             web.post("/v1/token", token),
             web.post("/v1/token/validate", validate),
+            web.post("/v1/ssh/sign", ssh_sign),
+            web.post("/v1/enroll", enroll),
             web.get("/.well-known/jwks.json", jwks),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),

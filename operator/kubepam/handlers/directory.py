@@ -16,6 +16,8 @@ import kopf
 from kubepam.adapters.jwks import JwksFetchError, KeySet
 from kubepam.domain.connection import parse_connection, phase_of
 from kubepam.domain.errors import SpecError
+from kubepam.domain.policy import Policy, ServerView
+from kubepam.domain.project import ProjectSpec
 from kubepam.domain.roles import Role, parse_role
 from kubepam.services.workload_identity import ConnectionEntry
 
@@ -57,17 +59,26 @@ def role_entry(namespace: str, name: str, spec: Mapping[str, Any]) -> Role | Non
         return None
 
 
+def _first(index: kopf.Index[Any, Any], key: Any) -> Any:
+    store = index.get(key)
+    return next(iter(store)) if store else None
+
+
 class KopfDirectory:
+    """Everything the broker and the certificate issuer read, from kopf indexes (by their handler names)."""
+
     def __init__(
         self,
-        connections: kopf.Index[Any, Any],
-        roles: kopf.Index[Any, Any],
+        indexes: Mapping[str, Any],
         clock: Callable[[], datetime],
         started: datetime,
         grace: timedelta,
     ) -> None:
-        self._connections = connections
-        self._roles = roles
+        self._connections: kopf.Index[Any, Any] = indexes["connections_index"]
+        self._roles: kopf.Index[Any, Any] = indexes["roles_index"]
+        self._policies: kopf.Index[Any, Any] = indexes["policies_index"]
+        self._servers: kopf.Index[Any, Any] = indexes["servers_index"]
+        self._projects: kopf.Index[Any, Any] = indexes["projects_index"]
         self._clock = clock
         self._started = started
         self._grace = grace
@@ -82,11 +93,20 @@ class KopfDirectory:
         return self._synced
 
     def connection(self, namespace: str, name: str) -> ConnectionEntry | None:
-        store = self._connections.get((namespace, name))
-        if not store:
-            return None
-        entry: ConnectionEntry = next(iter(store))
+        entry: ConnectionEntry | None = _first(self._connections, (namespace, name))
         return entry
+
+    def policies(self, namespace: str) -> Sequence[Policy]:
+        store = self._policies.get(namespace)
+        return list(store) if store else []
+
+    def server(self, namespace: str, name: str) -> ServerView | None:
+        server: ServerView | None = _first(self._servers, (namespace, name))
+        return server
+
+    def project(self, namespace: str, name: str) -> ProjectSpec | None:
+        project: ProjectSpec | None = _first(self._projects, (namespace, name))
+        return project
 
     def all_connections(self) -> list[ConnectionEntry]:
         return [entry for store in self._connections.values() for entry in store]

@@ -1,5 +1,93 @@
-"""Project handlers: validate the spec and report Ready or Stalled with the reasons."""
+"""Project handlers: the CA ring (created once, adopted after restarts, rotated on request) in a Secret,
+its public parts in a ConfigMap and status, the enrollment token; retirement of a rotated-out CA is a
+deadline in the one scheduler."""
 
-from kubepam.handlers.generic import register_validation
+from __future__ import annotations
 
-register_validation("Project")
+from typing import Any
+
+import kopf
+
+from kubepam.adapters.kube import KubeError
+from kubepam.domain.conditions import Health
+from kubepam.domain.errors import SpecError
+from kubepam.domain.kinds import GROUP, VERSION
+from kubepam.domain.plans import Plan, invalid, status_patch
+from kubepam.domain.project import ProjectSpec, parse_project
+from kubepam.handlers.runtime import Runtime, runtime
+from kubepam.handlers.status import apply_plan, ref
+
+PLURAL = "projects"
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def projects_index(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> dict[Any, ProjectSpec] | None:
+    me = ref(meta)
+    try:
+        return {(me.namespace, me.name): parse_project(spec)}
+    except SpecError:
+        return None
+
+
+async def plan_project(rt: Runtime, meta: kopf.Meta | dict[str, Any], spec: Any) -> Plan:
+    """Make the CA ring and enrollment token what the spec says, and describe the result."""
+    me = ref(meta)
+    try:
+        project = parse_project(spec)
+    except SpecError as exc:
+        return invalid(exc.problems)
+    uid = str(meta.get("uid", ""))
+    try:
+        outcome = await rt.cas.reconcile(me.namespace, me.name, uid, project)
+        enrollment = await rt.enrollment.reconcile(me.namespace, me.name, uid, project)
+    except KubeError as exc:
+        if exc.forbidden:
+            return Plan(
+                Health.STALLED,
+                "NamespaceNotOptedIn",
+                f"kubepam may not manage Secrets in namespace {me.namespace}: bind the ClusterRole "
+                "kubepam-operator-namespace to its ServiceAccount there",
+            )
+        raise kopf.TemporaryError(f"API error: {exc}", delay=10) from None
+    if outcome.next_change is not None:
+        schedule_ca_change(rt, me.namespace, me.name, outcome.next_change)
+    ca = outcome.status
+    message = f"SSH CA {ca['ssh']['fingerprint']} (generation {ca['generation']})"
+    if ca.get("previous"):
+        message += f"; previous CA trusted until {ca['previous']['removeAfter']}"
+    return Plan(Health.READY, "CAReady", message, {"ca": ca, "enrollment": enrollment})
+
+
+def schedule_ca_change(rt: Runtime, namespace: str, name: str, when: Any) -> None:
+    """At the end of a rotation overlap, drop the previous CA and republish (outside kopf's handlers)."""
+
+    async def retire() -> None:
+        obj = await rt.objects.get(PLURAL, namespace, name)
+        if obj is None:
+            return
+        plan = await plan_project(rt, obj.get("metadata") or {}, obj.get("spec") or {})
+        desired = status_patch(
+            plan, obj.get("status"), int((obj.get("metadata") or {}).get("generation") or 0), rt.clock()
+        )
+        if desired is not None:
+            await rt.objects.patch_status(PLURAL, namespace, name, desired)
+
+    rt.scheduler.schedule(("ca", namespace, name), when, retire)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile_project(
+    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: Any, **_: Any
+) -> None:
+    apply_plan(await plan_project(runtime(memo), meta, spec), patch, status, meta)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def project_event(type: str, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    if type == "DELETED":
+        me = ref(meta)
+        rt = runtime(memo)
+        rt.cas.forget(me.namespace, me.name)
+        rt.scheduler.cancel(("ca", me.namespace, me.name))

@@ -15,13 +15,16 @@ from aiohttp import web
 
 from kubepam.adapters import metrics
 from kubepam.adapters.jwks import HttpFetcher, JwksCache
-from kubepam.adapters.kube import CustomObjects, Secrets
+from kubepam.adapters.kube import ConfigMaps, CustomObjects, Secrets
 from kubepam.adapters.signing import SigningKeys
 from kubepam.domain.connection import MAX_ACCESS_TOKEN_TTL
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.handlers.directory import KopfDirectory
+from kubepam.services.certificates import CertificateIssuer
+from kubepam.services.enrollment import Enroller
+from kubepam.services.projects import CAStore, EnrollmentTokens
 from kubepam.services.scheduler import Scheduler
-from kubepam.services.workload_identity import TokenExchange
+from kubepam.services.workload_identity import AccessTokenVerifier, TokenExchange
 from kubepam.settings import Settings, configure_kopf
 
 SETTINGS = Settings()
@@ -43,6 +46,11 @@ class Runtime:
     directory: KopfDirectory
     exchange: TokenExchange
     objects: CustomObjects
+    cas: CAStore
+    enrollment: EnrollmentTokens
+    issuer: CertificateIssuer
+    enroller: Enroller
+    access: AccessTokenVerifier
     started: datetime
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broker: web.AppRunner | None = None
@@ -90,10 +98,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     )
     await signing.sync(now)
     # kopf passes every index to start-up handlers by its name (empty now, filled as kopf lists objects).
-    indexes = kwargs
-    directory = KopfDirectory(
-        indexes["connections_index"], indexes["roles_index"], utcnow, now, SETTINGS.sync_grace
-    )
+    directory = KopfDirectory(kwargs, utcnow, now, SETTINGS.sync_grace)
     exchange = TokenExchange(
         directory,
         jwks,
@@ -103,9 +108,30 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         clock=utcnow,
         record=metrics.record_token_outcome,
     )
+    secrets = Secrets()
     objects = CustomObjects(GROUP, VERSION)
+    cas = CAStore(secrets, ConfigMaps(), utcnow)
+    tokens = EnrollmentTokens(secrets)
     rt = Runtime(
-        SETTINGS, utcnow, jwks, fetcher, signing, Scheduler(utcnow), directory, exchange, objects, now
+        settings=SETTINGS,
+        clock=utcnow,
+        jwks=jwks,
+        fetcher=fetcher,
+        signing=signing,
+        scheduler=Scheduler(utcnow),
+        directory=directory,
+        exchange=exchange,
+        objects=objects,
+        cas=cas,
+        enrollment=tokens,
+        issuer=CertificateIssuer(directory, cas, utcnow),
+        enroller=Enroller(
+            tokens, cas, objects, lambda ns, name: directory.project(ns, name) is not None, utcnow
+        ),
+        access=AccessTokenVerifier(
+            signing, issuer=SETTINGS.issuer, audience=SETTINGS.audience, directory=directory
+        ),
+        started=now,
     )
     rt.tasks.append(asyncio.create_task(rt.scheduler.run(), name="kubepam scheduler"))
     schedule_key_maintenance(rt)

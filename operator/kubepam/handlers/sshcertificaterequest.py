@@ -1,5 +1,0 @@
-"""SSHCertificateRequest handlers: validate the spec and report Ready or Stalled with the reasons."""
-
-from kubepam.handlers.generic import register_validation
-
-register_validation("SSHCertificateRequest")
