@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from kubepam.dev.cluster import ControlPlane
+from kubepam.dev.install import apply_examples
 from kubepam.domain.kinds import PLURALS
 from tests.e2e.harness import OperatorProcess, apply, kubectl_json, team_namespace, wait_for
 
@@ -218,10 +219,14 @@ def test_examples_apply_and_the_operator_sets_ready_on_each(
     plane: ControlPlane, operator: OperatorProcess
 ) -> None:
     examples = ROOT / "manifests" / "examples"
-    plane.kubectl("admin", "apply", "--server-side", "-f", str(examples))
+    apply_examples(
+        lambda *a, **kw: plane.kubectl("admin", *a, **kw),
+        examples,
+        lambda *a, **kw: plane.kubectl("alice", *a, **kw),
+    )
     objects = [
         doc
-        for f in sorted(examples.glob("*.yaml"))
+        for f in sorted(examples.rglob("*.yaml"))
         for doc in yaml.safe_load_all(f.read_text())
         if doc and doc["apiVersion"].startswith("kubepam.io/")
     ]

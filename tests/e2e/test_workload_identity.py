@@ -20,7 +20,16 @@ import jwt
 import pytest
 
 from kubepam.dev.cluster import ControlPlane
-from tests.e2e.harness import OperatorProcess, apply, kubectl_json, team_namespace, wait_for
+from tests.e2e.harness import (
+    OperatorProcess,
+    apply,
+    exchange,
+    exchange_until,
+    kubectl_json,
+    promote,
+    team_namespace,
+    wait_for,
+)
 from tests.servers import LocalHTTP
 from tests.tokens import AUDIENCE, CIRCLE_PROJECT, ISSUERS, Issuer, hostile_tokens
 
@@ -91,66 +100,6 @@ def role(name: str, conn: str, condition: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def post(url: str, fields: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(
-        url,
-        data=urllib.parse.urlencode(fields).encode(),
-        method="POST",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def exchange(
-    op: OperatorProcess, conn: str, token: str, path: str = "/v1/token"
-) -> tuple[int, dict[str, Any]]:
-    return post(
-        op.url + path,
-        {
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": token,
-            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-            "connection": f"{NS}/{conn}",
-        },
-    )
-
-
-def exchange_until(
-    op: OperatorProcess, conn: str, token: str, status: int, timeout: float = 15
-) -> dict[str, Any]:
-    """The broker reads kopf's index, which follows the API server within moments: poll, bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        code, body = exchange(op, conn, token)
-        if code == status or time.monotonic() > deadline:
-            assert code == status, body
-            return body
-        time.sleep(0.2)
-
-
-def promote(
-    plane: ControlPlane, who: str, name: str, activated_by: str | None = None, phase: str = "Active"
-) -> subprocess.CompletedProcess[str]:
-    patch = {"status": {"phase": phase, "activatedBy": activated_by or who}}
-    return plane.kubectl(
-        who,
-        "patch",
-        "workloadconnection",
-        name,
-        "-n",
-        NS,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(patch),
-        check=False,
-    )
-
-
 def broker_key(op: OperatorProcess, token: str) -> Any:
     with urllib.request.urlopen(op.url + "/.well-known/jwks.json", timeout=5) as resp:
         keys = json.loads(resp.read())["keys"]
@@ -179,14 +128,14 @@ def test_provider_tokens_are_exchanged_after_promotion_and_refused_before(
     assert live["status"]["phase"] == "Draft" and live["status"]["keyCount"] == 1
     token = issuers[provider].mint(provider)
 
-    body = exchange_until(operator, name, token, 403)
+    body = exchange_until(operator, NS, name, token, 403)
     assert body["error"] == "unauthorized_client" and "is Draft" in body["error_description"]
-    code, report = exchange(operator, name, token, "/v1/token/validate")
+    code, report = exchange(operator, NS, name, token, "/v1/token/validate")
     assert code == 200 and report["verdict"] == "valid" and report["wouldIssue"] is False
     assert report["wouldMatchWhenActive"] == [f"{NS}/{provider}-deployer"]
 
-    assert promote(plane, "secadmin", name).returncode == 0
-    body = exchange_until(operator, name, token, 200)
+    assert promote(plane, "secadmin", NS, name).returncode == 0
+    body = exchange_until(operator, NS, name, token, 200)
     claims = jwt.decode(
         body["access_token"],
         broker_key(operator, body["access_token"]),
@@ -215,14 +164,14 @@ def test_separation_of_duties_is_enforced_by_the_api_server(
     )
     assert wait_for(plane, "devops", f"workloadconnection/{name}", "condition=Ready", NS).returncode == 0
 
-    devops = promote(plane, "devops", name)
+    devops = promote(plane, "devops", NS, name)
     assert devops.returncode != 0 and "Forbidden" in devops.stderr  # RBAC: no access to status
-    by_operator = promote(plane, "operator", name)
+    by_operator = promote(plane, "operator", NS, name)
     assert by_operator.returncode != 0
     assert "only members of kubepam:security-admins may change status.phase" in by_operator.stderr
-    on_behalf = promote(plane, "secadmin", name, activated_by="bob")
+    on_behalf = promote(plane, "secadmin", NS, name, activated_by="bob")
     assert "status.activatedBy must be your own username (secadmin)" in on_behalf.stderr
-    assert promote(plane, "secadmin", name).returncode == 0
+    assert promote(plane, "secadmin", NS, name).returncode == 0
     live = kubectl_json(plane, "admin", "get", "workloadconnection", name, "-n", NS)
     assert (live["status"]["phase"], live["status"]["activatedBy"]) == ("Active", "secadmin")
 
@@ -242,10 +191,10 @@ def test_separation_of_duties_is_enforced_by_the_api_server(
     delete = plane.kubectl("devops", "delete", "workloadconnection", name, "-n", NS, check=False)
     assert delete.returncode != 0 and "may delete it" in delete.stderr
     token = issuers["github"].mint("github")
-    exchange_until(operator, name, token, 200)
+    exchange_until(operator, NS, name, token, 200)
 
-    assert promote(plane, "secadmin", name, phase="Draft").returncode == 0  # demotion stops issuance
-    assert exchange_until(operator, name, token, 403)["error"] == "unauthorized_client"
+    assert promote(plane, "secadmin", NS, name, phase="Draft").returncode == 0  # demotion stops issuance
+    assert exchange_until(operator, NS, name, token, 403)["error"] == "unauthorized_client"
     edit = plane.kubectl(
         "devops",
         "patch",
@@ -274,8 +223,8 @@ def test_hostile_tokens_are_refused_without_side_effects_or_leaks(
         role("hostile-runner", name, ROLE_CONDITIONS["generic"]),
     )
     assert wait_for(plane, "devops", f"workloadconnection/{name}", "condition=Ready", NS).returncode == 0
-    assert promote(plane, "secadmin", name).returncode == 0
-    exchange_until(operator, name, issuer.mint(), 200)
+    assert promote(plane, "secadmin", NS, name).returncode == 0
+    exchange_until(operator, NS, name, issuer.mint(), 200)
     before = kubectl_json(plane, "admin", "get", "workloadconnection", name, "-n", NS)["metadata"][
         "resourceVersion"
     ]
@@ -283,7 +232,7 @@ def test_hostile_tokens_are_refused_without_side_effects_or_leaks(
     cases = hostile_tokens(issuer)
     seen = {}
     for label, token, _, status in cases:
-        code, body = exchange(operator, name, token)
+        code, body = exchange(operator, NS, name, token)
         assert code == status, (label, body)
         assert "access_token" not in body
         seen[label] = body["error_description"]
@@ -315,24 +264,24 @@ def test_issuer_key_rotation_and_outage(
         role("rotating-runner", name, ROLE_CONDITIONS["generic"]),
     )
     assert wait_for(plane, "devops", f"workloadconnection/{name}", "condition=Ready", NS).returncode == 0
-    assert promote(plane, "secadmin", name).returncode == 0
-    exchange_until(operator, name, old.mint(), 200)
+    assert promote(plane, "secadmin", NS, name).returncode == 0
+    exchange_until(operator, NS, name, old.mint(), 200)
 
     time.sleep(1.1)  # the operator runs with a 1 s minimum between unknown-kid refetches
     new = Issuer(ISSUERS["generic"], alg="ES256")
     current["keys"] = [old.public_jwk(), new.public_jwk()]  # the issuer rotates
     fetches = jwks_server.hits["/rotating/jwks"]
-    code, body = exchange(operator, name, new.mint())
+    code, body = exchange(operator, NS, name, new.mint())
     assert code == 200, body
     assert jwks_server.hits["/rotating/jwks"] == fetches + 1  # accepted after exactly one refetch
 
     jwks_server.down = True  # the issuer's JWKS endpoint is down: cached keys keep working
     try:
         for issuer in (old, new):
-            code, body = exchange(operator, name, issuer.mint())
+            code, body = exchange(operator, NS, name, issuer.mint())
             assert code == 200, body
         time.sleep(1.1)
-        code, body = exchange(operator, name, Issuer(ISSUERS["generic"], alg="ES256").mint())
+        code, body = exchange(operator, NS, name, Issuer(ISSUERS["generic"], alg="ES256").mint())
         assert code == 400 and body["error"] == "invalid_grant" and "no key" in body["error_description"]
     finally:
         jwks_server.down = False
@@ -342,7 +291,7 @@ def test_workload_login_cli_against_the_running_broker(
     plane: ControlPlane, operator: OperatorProcess, issuers: dict[str, Issuer], ns: str, tmp_path: Path
 ) -> None:
     # Relies on github-ci, promoted by the provider test above.
-    exchange_until(operator, "github-ci", issuers["github"].mint("github"), 200)
+    exchange_until(operator, NS, "github-ci", issuers["github"].mint("github"), 200)
     (tmp_path / "id-token").write_text(issuers["github"].mint("github"))
     out = subprocess.run(
         [

@@ -95,7 +95,12 @@ class FakeSecrets:
         return self.items.get((namespace, name))
 
     async def create(
-        self, namespace: str, name: str, data: Mapping[str, bytes], labels: Mapping[str, str] | None = None
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        labels: Mapping[str, str] | None = None,
+        owner: Any = None,
     ) -> SecretData:
         if (namespace, name) in self.items:
             raise KubeError(409, "AlreadyExists", name)
@@ -110,6 +115,7 @@ class FakeSecrets:
         data: Mapping[str, bytes],
         resource_version: str,
         labels: Mapping[str, str] | None = None,
+        owner: Any = None,
     ) -> SecretData:
         current = self.items.get((namespace, name))
         if self.conflict_next_write:
@@ -121,6 +127,9 @@ class FakeSecrets:
         self.writes += 1
         self.items[(namespace, name)] = SecretData(dict(data), self._bump())
         return self.items[(namespace, name)]
+
+    async def delete(self, namespace: str, name: str) -> bool:
+        return self.items.pop((namespace, name), None) is not None
 
 
 def record_outcomes() -> tuple[list[tuple[str, str]], Any]:

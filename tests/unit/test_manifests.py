@@ -24,6 +24,7 @@ KINDS = {
     "Checkout",
     "JitAccount",
     "SSHCertificateRequest",
+    "X509CertificateRequest",
 }
 
 
@@ -96,3 +97,18 @@ def test_offline_validation_reports_unknown_fields_and_bad_enums(tmp_path: Path)
     errors = [e for f in findings for e in f.errors]
     assert any("spec: Additional properties are not allowed ('audience'" in e for e in errors), errors
     assert any(e.startswith("spec.os: 'plan9' is not one of") for e in errors), errors
+
+
+def test_no_yaml_keys_that_go_reads_as_booleans() -> None:
+    """kubectl's YAML (1.1) reads bare y, n, yes, no, on, off as booleans: a JWK's y would vanish."""
+    import re
+
+    pattern = re.compile(r"^\s*-?\s*(y|Y|n|N|yes|no|on|off)\s*:|[{,]\s*(y|n|yes|no|on|off)\s*:")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("crds", "manifests", "charts")
+        for path in sorted((ROOT / folder).rglob("*.yaml"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []
