@@ -29,6 +29,7 @@ class ProjectSpec:
     enrollment_generation: int
     shared_accounts: tuple[Mapping[str, Any], ...]
     jit: Mapping[str, Any]
+    uid: str = ""  # the Project's uid, for owner references of what it owns
 
 
 def parse_project(spec: Mapping[str, Any]) -> ProjectSpec:

@@ -114,8 +114,8 @@ def validate_server(namespace: str, name: str, spec: Mapping[str, Any]) -> list[
 
 def validate_checkout_policy(namespace: str, name: str, spec: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
-    _duration(problems, spec, "maxDuration", timedelta(minutes=1), timedelta(hours=24))
-    _duration(problems, spec, "elevation.approvalWindow", timedelta(minutes=1), timedelta(hours=24))
+    _duration(problems, spec, "maxDuration", timedelta(seconds=10), timedelta(hours=24))
+    _duration(problems, spec, "elevation.approvalWindow", timedelta(seconds=10), timedelta(hours=24))
     if spec.get("scope", "All") != "All" and not spec.get("accounts"):
         problems.append("spec.accounts: list accounts when spec.scope is Include or Exclude")
     return problems
@@ -123,7 +123,7 @@ def validate_checkout_policy(namespace: str, name: str, spec: Mapping[str, Any])
 
 def validate_checkout(namespace: str, name: str, spec: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
-    _duration(problems, spec, "duration", timedelta(minutes=1), timedelta(hours=24))
+    _duration(problems, spec, "duration", timedelta(seconds=10), timedelta(hours=24))
     if not str(spec.get("reason") or "").strip():
         problems.append("spec.reason: required")
     return problems

@@ -1,0 +1,197 @@
+"""Shared-account checkout rules: which accounts need an exclusive checkout, for how long, when a
+check-in rotates the password, and the elevation state machine (Okta PAM checkout + Imprivata JIT
+elevation). Pure: the service supplies ``now`` and carries out the steps.
+
+Phases:      Pending -> Active | Denied;  Active -> CheckinInProgress -> CheckedIn | Expired
+Elevation:   NOT_REQUIRED (account not eligible) | NOT_REQUESTED -> PENDING -> APPROVED -> ELEVATED
+             -> REMOVED;  PENDING -> DENIED;  APPROVED/ELEVATED -> REMOVED at check-in or window end
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubepam.domain.durations import format_duration, parse_duration
+from kubepam.domain.errors import SpecError
+
+MIN_DURATION = timedelta(seconds=10)
+MAX_DURATION = timedelta(hours=24)
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    DENIED = "Denied"
+    CHECKIN = "CheckinInProgress"
+    CHECKED_IN = "CheckedIn"
+    EXPIRED = "Expired"
+
+
+FINAL = frozenset({Phase.DENIED, Phase.CHECKED_IN, Phase.EXPIRED})
+
+
+class Elevation(enum.StrEnum):
+    NOT_REQUIRED = "NOT_REQUIRED"
+    NOT_REQUESTED = "NOT_REQUESTED"
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    ELEVATED = "ELEVATED"
+    DENIED = "DENIED"
+    REMOVED = "REMOVED"
+
+
+HOLDS_PRIVILEGE = frozenset({Elevation.APPROVED, Elevation.ELEVATED})
+
+
+class CheckinReason(enum.StrEnum):
+    USER = "User"
+    FORCED = "Forced"
+    EXPIRED = "Expired"
+
+
+@dataclass(frozen=True)
+class CheckoutPolicySpec:
+    project: str
+    scope: str
+    accounts: frozenset[str]
+    max_duration: timedelta
+    rotate_on_expiry: bool
+    rotate_on_forced: bool
+    rotate_on_user: bool
+    eligible: frozenset[str]
+    privileged_groups: tuple[str, ...]
+    approver_users: frozenset[str]
+    approver_groups: frozenset[str]
+    approval_window: timedelta
+
+    def covers(self, account: str) -> bool:
+        """Does this account need an exclusive checkout (All / Include / Exclude)?"""
+        if self.scope == "Include":
+            return account in self.accounts
+        if self.scope == "Exclude":
+            return account not in self.accounts
+        return True
+
+    def rotates(self, reason: CheckinReason) -> bool:
+        return {
+            CheckinReason.EXPIRED: self.rotate_on_expiry,
+            CheckinReason.FORCED: self.rotate_on_forced,
+            CheckinReason.USER: self.rotate_on_user,
+        }[reason]
+
+
+def parse_checkout_policy(spec: Mapping[str, Any]) -> CheckoutPolicySpec:
+    problems: list[str] = []
+
+    def duration(raw: Any, default: str, path: str) -> timedelta:
+        try:
+            return parse_duration(raw if raw is not None else default)
+        except ValueError as exc:
+            problems.append(f"{path}: {exc}")
+            return parse_duration(default)
+
+    rotation = spec.get("rotation") or {}
+    elevation = spec.get("elevation") or {}
+    approvers = elevation.get("approvers") or {}
+    scope = spec.get("scope", "All")
+    if scope not in ("All", "Include", "Exclude"):
+        problems.append("spec.scope: one of All, Include, Exclude")
+    result = CheckoutPolicySpec(
+        project=str(spec.get("project", "")),
+        scope=scope,
+        accounts=frozenset(spec.get("accounts") or []),
+        max_duration=duration(spec.get("maxDuration"), "30m", "spec.maxDuration"),
+        rotate_on_expiry=bool(rotation.get("onExpiry", True)),
+        rotate_on_forced=bool(rotation.get("onForcedCheckin", True)),
+        rotate_on_user=bool(rotation.get("onUserCheckin", False)),
+        eligible=frozenset(elevation.get("eligibleAccounts") or []),
+        privileged_groups=tuple(elevation.get("privilegedGroups") or ()),
+        approver_users=frozenset(approvers.get("users") or []),
+        approver_groups=frozenset(approvers.get("groups") or []),
+        approval_window=duration(elevation.get("approvalWindow"), "1h", "spec.elevation.approvalWindow"),
+    )
+    if problems:
+        raise SpecError(problems)
+    return result
+
+
+def checkout_duration(
+    requested: timedelta | None, policy_max: timedelta, rule_override: timedelta | None
+) -> timedelta:
+    """Requested length, defaulting to and capped by the maximum (an AccessPolicy rule may override it)."""
+    maximum = rule_override or policy_max
+    return min(requested or maximum, maximum)
+
+
+def checkin_trigger(
+    *, force: bool, requested: bool, expires_at: datetime | None, now: datetime
+) -> CheckinReason | None:
+    """Why an Active checkout must be checked in now, if at all (force wins, then the holder, then time)."""
+    if force:
+        return CheckinReason.FORCED
+    if requested:
+        return CheckinReason.USER
+    if expires_at is not None and now >= expires_at:
+        return CheckinReason.EXPIRED
+    return None
+
+
+def elevation_on_grant(
+    policy: CheckoutPolicySpec, account: str, requested: bool, requires_approval: bool
+) -> Elevation:
+    if account not in policy.eligible or not policy.privileged_groups:
+        return Elevation.NOT_REQUIRED
+    if not requested:
+        return Elevation.NOT_REQUESTED
+    return Elevation.PENDING if requires_approval else Elevation.APPROVED
+
+
+def judge_approval(
+    *,
+    decision: str | None,
+    approver: str | None,
+    approver_groups: frozenset[str],
+    requester: str,
+    policy: CheckoutPolicySpec,
+    rule_users: frozenset[str] = frozenset(),
+    rule_groups: frozenset[str] = frozenset(),
+) -> tuple[Elevation | None, str]:
+    """What a PENDING elevation becomes given an approver's decision (None: still waiting)."""
+    if decision is None or not approver:
+        return None, "waiting for an approver"
+    if approver == requester:
+        return None, "the requester cannot approve their own elevation"
+    users = policy.approver_users | rule_users
+    groups = policy.approver_groups | rule_groups
+    if (users or groups) and approver not in users and not (approver_groups & groups):
+        return None, f"{approver} is not an approver for this account"
+    if decision == "Approved":
+        return Elevation.APPROVED, f"approved by {approver}"
+    return Elevation.DENIED, f"denied by {approver}"
+
+
+def denial_message(account: str, holder: str, expires_at: datetime | None, now: datetime) -> str:
+    if expires_at is None:
+        return f"account {account} is checked out by {holder}"
+    left = max(expires_at - now, timedelta(0))
+    return (
+        f"account {account} is checked out by {holder} until {expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')} "
+        f"({format_duration(left)} left)"
+    )
+
+
+_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+def object_name(*parts: str) -> str:
+    """A valid, collision-free object name for account-derived objects (account names may hold _)."""
+    raw = "-".join(parts)
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:6]
+    base = _NAME.sub("-", raw.lower()).strip("-")[:50].strip("-")
+    return f"{base}-{digest}"
