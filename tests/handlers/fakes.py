@@ -139,3 +139,85 @@ def record_outcomes() -> tuple[list[tuple[str, str]], Any]:
         seen.append((endpoint, outcome))
 
     return seen, record
+
+
+class FakeLeases:
+    """Leases with the API server's semantics: the first writer holds, others read the holder."""
+
+    def __init__(self) -> None:
+        from kubepam.adapters.leases import Hold
+
+        self.held: dict[tuple[str, str], Hold] = {}
+
+    async def acquire(self, namespace: str, name: str, want: Any, owner: Any = None) -> Any:
+        return self.held.setdefault((namespace, name), want)
+
+    async def holder(self, namespace: str, name: str) -> Any:
+        return self.held.get((namespace, name))
+
+    async def update_expiry(self, namespace: str, name: str, hold: Any) -> None:
+        if (current := self.held.get((namespace, name))) is not None and current.uid == hold.uid:
+            self.held[(namespace, name)] = hold
+
+    async def release(self, namespace: str, name: str, uid: str) -> None:
+        if (current := self.held.get((namespace, name))) is not None and current.uid == uid:
+            del self.held[(namespace, name)]
+
+
+class FakeObjects:
+    """Kubepam objects in memory with merge-patched status."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def add(self, plural: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        meta.setdefault("uid", f"uid-{meta['name']}")
+        meta.setdefault("generation", 1)
+        self.items[(plural, meta["namespace"], meta["name"])] = obj
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        import copy
+
+        found = self.items.get((plural, namespace, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        obj = self.items[(plural, namespace, name)]
+        merged = dict(obj.get("status") or {})
+        for key, value in status.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        obj["status"] = merged
+
+
+class FakeRbac:
+    def __init__(self) -> None:
+        self.readers: dict[tuple[str, str], str] = {}
+        self.bindings: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    async def grant_secret_read(self, namespace: str, name: str, secret: str, user: str, owner: Any) -> None:
+        self.readers[(namespace, secret)] = user
+
+    async def revoke_secret_read(self, namespace: str, name: str) -> None:
+        self.readers.pop((namespace, name), None)
+
+    async def bind_cluster_roles(
+        self, namespace: str, name: str, cluster_roles: Any, subject: Any, owner: Any
+    ) -> None:
+        self.bindings[(namespace, name)] = tuple(cluster_roles)
+
+    async def unbind(self, namespace: str, name: str, cluster_roles: Any) -> None:
+        self.bindings.pop((namespace, name), None)
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    async def emit(
+        self, obj: Mapping[str, Any], reason: str, message: str, *, warning: bool = False, audit: Any = None
+    ) -> None:
+        self.seen.append((obj["metadata"]["name"], reason, message))

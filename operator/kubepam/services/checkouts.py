@@ -1,0 +1,636 @@
+"""Checkouts of shared accounts: exclusive hold (a Lease decided by the API server), the credential in
+a Secret only the holder can read, check-in with rotation, elevation with approval, and every
+deadline in the one scheduler.
+
+Every step first writes its intent to the Checkout's status (e.g. CheckinInProgress with
+rotation.required), then acts idempotently, then records the result; a crash or a failing backend
+resumes from the status. Failures are retried with backoff until they succeed; the account stays
+held (locked) until its rotation is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from kubepam.adapters import postgres
+from kubepam.adapters.kube import KubeError, owner_reference
+from kubepam.adapters.leases import Hold
+from kubepam.domain.checkout import (
+    FINAL,
+    HOLDS_PRIVILEGE,
+    CheckinReason,
+    CheckoutPolicySpec,
+    Elevation,
+    Phase,
+    checkin_trigger,
+    checkout_duration,
+    denial_message,
+    elevation_on_grant,
+    judge_approval,
+)
+from kubepam.domain.conditions import Health, rfc3339
+from kubepam.domain.durations import parse_duration
+from kubepam.domain.kinds import API_VERSION
+from kubepam.domain.plans import Plan, status_patch
+from kubepam.domain.policy import Capability, Policy, Request, Subject, evaluate
+from kubepam.domain.project import ProjectSpec
+from kubepam.services.accounts import Account, Accounts, find_account
+from kubepam.services.scheduler import Scheduler
+
+log = logging.getLogger("kubepam.checkouts")
+PLURAL = "checkouts"
+BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class CheckoutDirectory(Protocol):
+    def policies(self, namespace: str) -> Sequence[Policy]: ...
+    def project(self, namespace: str, name: str) -> ProjectSpec | None: ...
+    def project_uid(self, namespace: str, name: str) -> str | None: ...
+    def checkout_policy(self, namespace: str, project: str) -> CheckoutPolicySpec | None: ...
+
+
+class LeaseStore(Protocol):
+    async def acquire(
+        self, namespace: str, name: str, want: Hold, owner: dict[str, Any] | None = None
+    ) -> Hold: ...
+    async def holder(self, namespace: str, name: str) -> Hold | None: ...
+    async def update_expiry(self, namespace: str, name: str, hold: Hold) -> None: ...
+    async def release(self, namespace: str, name: str, uid: str) -> None: ...
+
+
+class Objects(Protocol):
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None: ...
+
+
+class Recorder(Protocol):
+    async def emit(
+        self,
+        obj: Mapping[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        audit: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+
+class Secrets(Protocol):
+    async def get(self, namespace: str, name: str) -> Any: ...
+    async def create(
+        self, namespace: str, name: str, data: Mapping[str, bytes], labels: Any = None, owner: Any = None
+    ) -> Any: ...
+    async def replace(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, bytes],
+        resource_version: str,
+        labels: Any = None,
+        owner: Any = None,
+    ) -> Any: ...
+    async def delete(self, namespace: str, name: str) -> bool: ...
+
+
+class Rbac(Protocol):
+    async def grant_secret_read(
+        self, namespace: str, name: str, secret: str, user: str, owner: Mapping[str, Any]
+    ) -> None: ...
+    async def revoke_secret_read(self, namespace: str, name: str) -> None: ...
+    async def bind_cluster_roles(
+        self,
+        namespace: str,
+        name: str,
+        cluster_roles: Sequence[str],
+        subject: Mapping[str, str],
+        owner: Mapping[str, Any] | None,
+    ) -> None: ...
+    async def unbind(self, namespace: str, name: str, cluster_roles: Sequence[str]) -> None: ...
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+
+
+def health(phase: Phase, message: str) -> Plan:
+    if phase is Phase.DENIED:
+        return Plan(Health.STALLED, "Denied", message)
+    if phase in (Phase.PENDING, Phase.CHECKIN):
+        return Plan(Health.RECONCILING, phase.value, message)
+    return Plan(Health.READY, phase.value, message)
+
+
+class CheckoutService:
+    def __init__(
+        self,
+        directory: CheckoutDirectory,
+        objects: Objects,
+        leases: LeaseStore,
+        secrets: Secrets,
+        rbac: Rbac,
+        accounts: Accounts,
+        scheduler: Scheduler,
+        events: Recorder,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._dir = directory
+        self._objects = objects
+        self._leases = leases
+        self._secrets = secrets
+        self._rbac = rbac
+        self._accounts = accounts
+        self._scheduler = scheduler
+        self._events = events
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._attempts: dict[
+            str, int
+        ] = {}  # failed attempts per checkout, also when status cannot be written
+        self._notes: dict[str, list[tuple[Mapping[str, Any], str, str, bool, Mapping[str, Any] | None]]] = {}
+
+    # ----- entry points -------------------------------------------------------------------------
+    async def reconcile(self, namespace: str, name: str) -> None:
+        """Bring one Checkout forward as far as it can go now; schedule its next deadline or retry."""
+        key = f"{namespace}/{name}"
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            obj = await self._objects.get(PLURAL, namespace, name)
+            if obj is None:
+                self._scheduler.cancel(("checkout", key))
+                self._locks.pop(key, None)
+                return
+            try:
+                await self._step(obj)
+                self._attempts.pop(key, None)
+            except (postgres.BackendError, KubeError, RuntimeError) as exc:
+                self._notes.pop(key, None)  # nothing of a failed step is announced
+                latest = await self._objects.get(PLURAL, namespace, name)  # the step may have written intent
+                await self._failed(latest or obj, exc)
+
+    def wake(self, namespace: str, name: str, when: datetime) -> None:
+        async def run() -> None:
+            await self.reconcile(namespace, name)
+
+        self._scheduler.schedule(("checkout", f"{namespace}/{name}"), when, run)
+
+    # ----- the state machine --------------------------------------------------------------------
+    async def _step(self, obj: dict[str, Any]) -> None:
+        for _ in range(8):  # each pass moves one phase; stop when nothing changes
+            status = obj.get("status") or {}
+            phase = Phase(status.get("phase") or Phase.PENDING.value)
+            if phase in FINAL:
+                return
+            handler = {Phase.PENDING: self._start, Phase.ACTIVE: self._active, Phase.CHECKIN: self._checkin}[
+                phase
+            ]
+            changes = await handler(obj)
+            if not changes:
+                return
+            obj = await self._write(obj, changes)
+            await self._flush(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+
+    def _note(
+        self,
+        obj: Mapping[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        audit: Mapping[str, Any] | None = None,
+    ) -> None:
+        """An Event and audit line for a step, posted once its status is written (never twice)."""
+        key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        self._notes.setdefault(key, []).append((obj, reason, message, warning, audit))
+
+    async def _flush(self, key: str) -> None:
+        for obj, reason, message, warning, audit in self._notes.pop(key, []):
+            await self._events.emit(obj, reason, message, warning=warning, audit=audit)
+
+    async def _write(self, obj: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        status = {**(obj.get("status") or {}), **changes}
+        plan = health(Phase(status.get("phase") or "Pending"), str(status.get("message") or ""))
+        desired = status_patch(plan, obj.get("status"), int(meta.get("generation") or 0), self._clock()) or {}
+        await self._objects.patch_status(PLURAL, meta["namespace"], meta["name"], {**changes, **desired})
+        return {**obj, "status": {**status, **desired}}
+
+    def _context(self, obj: Mapping[str, Any]) -> tuple[Account | None, CheckoutPolicySpec | None, str]:
+        spec, ns = obj["spec"], obj["metadata"]["namespace"]
+        project = self._dir.project(ns, spec["project"])
+        if project is None:
+            return None, None, f"no Project {ns}/{spec['project']}"
+        account = find_account(ns, spec["project"], project.shared_accounts, spec["account"])
+        if account is None:
+            return None, None, f"project {spec['project']} has no shared account {spec['account']}"
+        policy = self._dir.checkout_policy(ns, spec["project"])
+        if policy is None or not policy.covers(account.name):
+            return (
+                account,
+                None,
+                f"no CheckoutPolicy of project {spec['project']} covers account {account.name}",
+            )
+        return account, policy, ""
+
+    def _owner(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return owner_reference(API_VERSION, "Checkout", meta["name"], meta["uid"])
+
+    async def _start(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta, spec = obj["metadata"], obj["spec"]
+        ns, now = meta["namespace"], self._clock()
+        account, policy, problem = self._context(obj)
+        if account is None or policy is None:
+            return await self._deny(obj, problem)
+        subject = Subject(spec["requester"], frozenset(spec.get("groups") or []))
+        decision = evaluate(
+            self._dir.policies(ns),
+            subject,
+            Request(ns, spec["project"], Capability.CHECKOUT, account=account.name),
+        )
+        if not decision.allowed:
+            return await self._deny(obj, decision.reason)
+        requested = parse_duration(spec["duration"]) if spec.get("duration") else None
+        duration = checkout_duration(requested, policy.max_duration, decision.checkout_duration)
+        want = Hold(meta["uid"], meta["name"], spec["requester"], now + duration)
+        holder = await self._leases.acquire(ns, account.lease_name, want)
+        if holder.uid != want.uid and not await self._reclaim_if_orphaned(ns, account, policy, holder):
+            return await self._deny(obj, denial_message(account.name, holder.holder, holder.expires_at, now))
+        if holder.uid != want.uid:
+            holder = await self._leases.acquire(ns, account.lease_name, want)
+            if holder.uid != want.uid:
+                return await self._deny(
+                    obj, denial_message(account.name, holder.holder, holder.expires_at, now)
+                )
+        expires = holder.expires_at or want.expires_at
+        assert expires is not None
+        project_uid = self._dir.project_uid(ns, spec["project"]) or ""
+        credential = await self._accounts.credential(account, project_uid)
+        secret = f"checkout-{meta['name']}"
+        owner = self._owner(obj)
+        current = await self._secrets.get(ns, secret)
+        if current is None:
+            await self._secrets.create(
+                ns, secret, credential, labels={"kubepam.io/checkout": meta["name"]}, owner=owner
+            )
+        await self._rbac.grant_secret_read(ns, secret, secret, spec["requester"], owner)
+        rule = decision.grant
+        wants_elevation = bool((spec.get("elevation") or {}).get("requested"))
+        elevation = elevation_on_grant(
+            policy, account.name, wants_elevation, rule.elevation_requires_approval if rule else True
+        )
+        note = ""
+        if (
+            elevation in (Elevation.PENDING, Elevation.APPROVED)
+            and rule is not None
+            and not rule.elevation_allowed
+        ):
+            elevation, note = Elevation.DENIED, f"rule {decision.source} does not allow elevation"
+        self._note(
+            obj,
+            "CheckedOut",
+            f"{account.name} checked out by {spec['requester']} until {rfc3339(expires)}",
+            audit={
+                "actor": spec["requester"],
+                "account": account.name,
+                "reason": spec.get("reason"),
+                "until": rfc3339(expires),
+            },
+        )
+        return {
+            "phase": Phase.ACTIVE.value,
+            "holder": spec["requester"],
+            "grantedAt": rfc3339(now),
+            "expiresAt": rfc3339(expires),
+            "secretName": secret,
+            "message": f"checked out until {rfc3339(expires)} under {decision.source}",
+            "elevation": {"state": elevation.value, "lastError": note},
+        }
+
+    async def _deny(self, obj: dict[str, Any], reason: str) -> dict[str, Any]:
+        self._note(
+            obj,
+            "Denied",
+            reason,
+            warning=True,
+            audit={
+                "actor": obj["spec"].get("requester"),
+                "account": obj["spec"].get("account"),
+                "reason": reason,
+            },
+        )
+        return {"phase": Phase.DENIED.value, "message": reason}
+
+    async def _reclaim_if_orphaned(
+        self, ns: str, account: Account, policy: CheckoutPolicySpec, holder: Hold
+    ) -> bool:
+        """A Lease whose Checkout was deleted while the operator was away: clean up as a forced check-in."""
+        other = await self._objects.get(PLURAL, ns, holder.checkout) if holder.checkout else None
+        if other is not None and other["metadata"]["uid"] == holder.uid:
+            return False
+        await self._revoke_account(account, policy, holder.holder, holder.checkout)
+        if policy.rotate_on_forced:
+            await self._accounts.rotate(account, self._dir.project_uid(ns, account.project) or "")
+        await self._leases.release(ns, account.lease_name, holder.uid)
+        log.info("reclaimed %s/%s from deleted checkout %s", ns, account.name, holder.checkout)
+        return True
+
+    async def _active(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
+        now = self._clock()
+        checkin = spec.get("checkin") or {}
+        expires = _ts(status.get("expiresAt"))
+        reason = checkin_trigger(
+            force=bool(checkin.get("force")),
+            requested=bool(checkin.get("requested")),
+            expires_at=expires,
+            now=now,
+        )
+        account, policy, _ = self._context(obj)
+        if reason is not None:
+            rotate = policy.rotates(reason) if policy else True
+            return {
+                "phase": Phase.CHECKIN.value,
+                "checkinReason": reason.value,
+                "rotation": {"required": rotate, "attempts": 0, "lastError": ""},
+                "message": f"checking in ({reason.value.lower()})"
+                + ("; rotating the password" if rotate else ""),
+            }
+        elevation = dict(status.get("elevation") or {})
+        state = Elevation(elevation.get("state") or Elevation.NOT_REQUIRED.value)
+        changes: dict[str, Any] = {}
+        if policy is not None and account is not None:
+            changes = await self._elevation(obj, account, policy, state, elevation, now)
+            if not changes:
+                changes = await self._extend(obj, account, policy, expires, now)
+        deadlines = [d for d in (expires, _ts((changes.get("elevation") or elevation).get("expiresAt"))) if d]
+        if deadlines:
+            self.wake(meta["namespace"], meta["name"], min(deadlines))
+        return changes
+
+    async def _extend(
+        self,
+        obj: dict[str, Any],
+        account: Account,
+        policy: CheckoutPolicySpec,
+        expires: datetime | None,
+        now: datetime,
+    ) -> dict[str, Any]:
+        spec, status = obj["spec"], obj.get("status") or {}
+        granted = _ts(status.get("grantedAt"))
+        if not spec.get("duration") or granted is None or expires is None:
+            return {}
+        subject = Subject(spec["requester"], frozenset(spec.get("groups") or []))
+        decision = evaluate(
+            self._dir.policies(obj["metadata"]["namespace"]),
+            subject,
+            Request(obj["metadata"]["namespace"], spec["project"], Capability.CHECKOUT, account=account.name),
+        )
+        wanted = granted + checkout_duration(
+            parse_duration(spec["duration"]),
+            policy.max_duration,
+            decision.checkout_duration if decision.allowed else None,
+        )
+        if wanted <= expires:
+            return {}
+        await self._leases.update_expiry(
+            obj["metadata"]["namespace"],
+            account.lease_name,
+            Hold(obj["metadata"]["uid"], obj["metadata"]["name"], spec["requester"], wanted),
+        )
+        return {"expiresAt": rfc3339(wanted), "message": f"extended until {rfc3339(wanted)}"}
+
+    async def _elevation(
+        self,
+        obj: dict[str, Any],
+        account: Account,
+        policy: CheckoutPolicySpec,
+        state: Elevation,
+        elevation: dict[str, Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        spec, status = obj["spec"], obj.get("status") or {}
+        requested = bool((spec.get("elevation") or {}).get("requested"))
+        if state is Elevation.NOT_REQUESTED and requested:
+            subject = Subject(spec["requester"], frozenset(spec.get("groups") or []))
+            decision = evaluate(
+                self._dir.policies(obj["metadata"]["namespace"]),
+                subject,
+                Request(
+                    obj["metadata"]["namespace"], spec["project"], Capability.CHECKOUT, account=account.name
+                ),
+            )
+            rule = decision.grant
+            if rule is None or not rule.elevation_allowed:
+                return {
+                    "elevation": {
+                        **elevation,
+                        "state": Elevation.DENIED.value,
+                        "lastError": "no rule allows elevation for this checkout",
+                    }
+                }
+            nxt = Elevation.PENDING if rule.elevation_requires_approval else Elevation.APPROVED
+            return {"elevation": {**elevation, "state": nxt.value}}
+        if state is Elevation.PENDING:
+            approval = status.get("approval") or {}
+            subject = Subject(spec["requester"], frozenset(spec.get("groups") or []))
+            decision = evaluate(
+                self._dir.policies(obj["metadata"]["namespace"]),
+                subject,
+                Request(
+                    obj["metadata"]["namespace"], spec["project"], Capability.CHECKOUT, account=account.name
+                ),
+            )
+            rule = decision.grant
+            outcome, note = judge_approval(
+                decision=approval.get("decision"),
+                approver=approval.get("approver"),
+                approver_groups=frozenset(approval.get("approverGroups") or []),
+                requester=spec["requester"],
+                policy=policy,
+                rule_users=rule.approver_users if rule else frozenset(),
+                rule_groups=rule.approver_groups if rule else frozenset(),
+            )
+            if outcome is None:
+                return (
+                    {}
+                    if note == elevation.get("lastError", "") or note == "waiting for an approver"
+                    else {"elevation": {**elevation, "lastError": note}}
+                )
+            changes: dict[str, Any] = {"state": outcome.value, "lastError": ""}
+            if outcome is Elevation.APPROVED:
+                changes["expiresAt"] = rfc3339(now + policy.approval_window)
+            self._note(
+                obj,
+                f"Elevation{outcome.value.title()}",
+                note,
+                audit={
+                    "actor": approval.get("approver"),
+                    "account": account.name,
+                    "requester": spec["requester"],
+                    "decision": approval.get("decision"),
+                },
+            )
+            return {"elevation": {**elevation, **changes}}
+        if state is Elevation.APPROVED:
+            expires = _ts(elevation.get("expiresAt")) or now + policy.approval_window
+            if now >= expires:
+                return {"elevation": {**elevation, "state": Elevation.REMOVED.value}}
+            await self._grant(account, policy, spec["requester"], obj)
+            self._note(
+                obj,
+                "Elevated",
+                f"{account.name} elevated with {', '.join(policy.privileged_groups)}",
+                audit={
+                    "actor": spec["requester"],
+                    "account": account.name,
+                    "groups": list(policy.privileged_groups),
+                    "until": rfc3339(expires),
+                },
+            )
+            return {
+                "elevation": {
+                    **elevation,
+                    "state": Elevation.ELEVATED.value,
+                    "expiresAt": rfc3339(expires),
+                    "lastError": "",
+                }
+            }
+        if state is Elevation.ELEVATED:
+            window_end = _ts(elevation.get("expiresAt"))
+            if window_end is not None and now >= window_end:
+                await self._revoke_account(account, policy, spec["requester"], obj["metadata"]["name"])
+                self._note(
+                    obj,
+                    "ElevationRemoved",
+                    "the approval window ended",
+                    audit={"account": account.name, "why": "approval window ended"},
+                )
+                return {"elevation": {**elevation, "state": Elevation.REMOVED.value, "lastError": ""}}
+        return {}
+
+    async def _grant(
+        self, account: Account, policy: CheckoutPolicySpec, holder: str, obj: Mapping[str, Any]
+    ) -> None:
+        if account.backend == "postgresql":
+            assert account.postgresql is not None
+            await postgres.grant(
+                await self._accounts.server(account.namespace, account.postgresql),
+                account.name,
+                policy.privileged_groups,
+            )
+        else:
+            await self._rbac.bind_cluster_roles(
+                account.namespace,
+                f"checkout-{obj['metadata']['name']}-elevation",
+                policy.privileged_groups,
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": holder},
+                self._owner(obj),
+            )
+
+    async def _revoke_account(
+        self, account: Account, policy: CheckoutPolicySpec, holder: str, checkout: str
+    ) -> None:
+        if account.backend == "postgresql":
+            assert account.postgresql is not None
+            await postgres.revoke(
+                await self._accounts.server(account.namespace, account.postgresql),
+                account.name,
+                policy.privileged_groups,
+            )
+        else:
+            await self._rbac.unbind(
+                account.namespace, f"checkout-{checkout}-elevation", policy.privileged_groups
+            )
+
+    async def _checkin(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
+        ns = meta["namespace"]
+        account, policy, _ = self._context(obj)
+        reason = CheckinReason(status.get("checkinReason") or CheckinReason.EXPIRED.value)
+        elevation = dict(status.get("elevation") or {})
+        if Elevation(elevation.get("state") or "NOT_REQUIRED") in HOLDS_PRIVILEGE and account and policy:
+            await self._revoke_account(account, policy, spec["requester"], meta["name"])
+            self._note(
+                obj,
+                "ElevationRemoved",
+                f"removed at check-in ({reason.value.lower()})",
+                audit={"account": account.name, "why": f"check-in {reason.value}"},
+            )
+            return {"elevation": {**elevation, "state": Elevation.REMOVED.value, "lastError": ""}}
+        rotation = dict(status.get("rotation") or {})
+        if rotation.get("required") and not rotation.get("completedAt") and account is not None:
+            await self._accounts.rotate(account, self._dir.project_uid(ns, account.project) or "")
+            self._note(
+                obj,
+                "Rotated",
+                f"password of {account.name} rotated",
+                audit={"account": account.name, "why": f"check-in {reason.value}"},
+            )
+            return {"rotation": {**rotation, "completedAt": rfc3339(self._clock()), "lastError": ""}}
+        secret = status.get("secretName") or f"checkout-{meta['name']}"
+        await self._secrets.delete(ns, secret)
+        await self._rbac.revoke_secret_read(ns, secret)
+        if account is not None:
+            await self._leases.release(ns, account.lease_name, meta["uid"])
+        final = Phase.EXPIRED if reason is CheckinReason.EXPIRED else Phase.CHECKED_IN
+        self._note(
+            obj,
+            final.value,
+            f"{spec['account']} checked in ({reason.value.lower()})",
+            audit={"actor": spec["requester"], "account": spec["account"], "why": reason.value},
+        )
+        self._scheduler.cancel(("checkout", f"{ns}/{meta['name']}"))
+        return {"phase": final.value, "message": f"checked in ({reason.value.lower()})"}
+
+    async def _failed(self, obj: dict[str, Any], exc: Exception) -> None:
+        meta, status = obj["metadata"], obj.get("status") or {}
+        rotation = dict(status.get("rotation") or {})
+        key = f"{meta['namespace']}/{meta['name']}"
+        attempts = max(int(rotation.get("attempts") or 0), self._attempts.get(key, 0)) + 1
+        self._attempts[key] = attempts
+        delay = BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning(
+            "checkout %s/%s: %s (attempt %d, retrying in %ss)",
+            meta["namespace"],
+            meta["name"],
+            message,
+            attempts,
+            delay,
+        )
+        changes: dict[str, Any] = {"message": f"retrying in {delay:.0f}s: {message}"}
+        phase = Phase(status.get("phase") or "Pending")
+        if phase is Phase.CHECKIN:
+            changes["rotation"] = {**rotation, "attempts": attempts, "lastError": message}
+        elif phase is Phase.ACTIVE:
+            changes["elevation"] = {**(status.get("elevation") or {}), "lastError": message}
+            changes["rotation"] = {**rotation, "attempts": attempts}
+        await self._events.emit(obj, "RetryScheduled", message, warning=True)
+        with contextlib.suppress(KubeError):  # the retry below happens whether or not status could be written
+            await self._write(obj, changes)
+        self.wake(meta["namespace"], meta["name"], self._clock() + timedelta(seconds=delay))
+
+    async def abandoned(self, obj: Mapping[str, Any]) -> None:
+        """A Checkout deleted while it held its account: clean up as a forced check-in would."""
+        ns = obj["metadata"]["namespace"]
+        account, policy, _ = self._context(obj)
+        if account is None or policy is None:
+            return
+        holder = await self._leases.holder(ns, account.lease_name)
+        if holder is not None and holder.uid == obj["metadata"]["uid"]:
+            try:
+                await self._reclaim_if_orphaned(ns, account, policy, holder)
+            except (postgres.BackendError, KubeError, RuntimeError) as exc:
+                log.warning(
+                    "cleanup of deleted checkout %s/%s failed, retried at the next checkout: %s",
+                    ns,
+                    obj["metadata"]["name"],
+                    exc,
+                )

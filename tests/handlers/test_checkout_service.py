@@ -1,0 +1,221 @@
+"""The checkout service against fakes: grant, exclusivity, check-in paths with and without rotation,
+expiry through the scheduler, elevation with approval and its window, and retries when a step fails."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from kubepam.adapters import postgres
+from kubepam.domain.checkout import parse_checkout_policy
+from kubepam.domain.policy import parse_policy
+from kubepam.domain.project import parse_project
+from kubepam.services.accounts import Accounts
+from kubepam.services.checkouts import CheckoutService
+from kubepam.services.scheduler import Scheduler
+from tests.handlers.fakes import Clock, FakeEvents, FakeLeases, FakeObjects, FakeRbac, FakeSecrets
+
+NS = "team"
+
+
+class Dir:
+    def __init__(self) -> None:
+        self._project = parse_project({"sharedAccounts": [{"name": "admin", "backend": "kubernetes"}]})
+        self._checkout_policy = parse_checkout_policy(
+            {
+                "project": "p",
+                "maxDuration": "30m",
+                "elevation": {
+                    "eligibleAccounts": ["admin"],
+                    "privilegedGroups": ["edit"],
+                    "approvalWindow": "10m",
+                },
+            }
+        )
+        self._policies = [
+            parse_policy(
+                NS,
+                "people",
+                {
+                    "principals": {"groups": ["users"]},
+                    "rules": [
+                        {
+                            "name": "r",
+                            "projects": ["p"],
+                            "accounts": ["*"],
+                            "checkoutDuration": "20m",
+                            "elevation": {"allowed": True, "approvers": {"users": ["approver"]}},
+                        }
+                    ],
+                },
+            )
+        ]
+
+    def policies(self, namespace: str) -> list[Any]:
+        return self._policies
+
+    def project(self, namespace: str, name: str) -> Any:
+        return self._project if name == "p" else None
+
+    def project_uid(self, namespace: str, name: str) -> str:
+        return "project-uid"
+
+    def checkout_policy(self, namespace: str, project: str) -> Any:
+        return self._checkout_policy if project == "p" else None
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.objects, self.secrets, self.rbac = FakeObjects(), FakeSecrets(), FakeRbac()
+        self.leases, self.events = FakeLeases(), FakeEvents()
+        self.accounts = Accounts(self.secrets, self.clock)
+        self.scheduler = Scheduler(self.clock)
+        self.service = CheckoutService(
+            Dir(),
+            self.objects,
+            self.leases,
+            self.secrets,
+            self.rbac,  # type: ignore[arg-type]
+            self.accounts,
+            self.scheduler,
+            self.events,
+            self.clock,
+        )
+
+    def create(self, name: str, requester: str, **spec: Any) -> None:
+        self.objects.add(
+            "checkouts",
+            {
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {
+                    "project": "p",
+                    "account": "admin",
+                    "requester": requester,
+                    "groups": ["users"],
+                    "reason": "r",
+                    **spec,
+                },
+            },
+        )
+
+    async def step(self, name: str) -> dict[str, Any]:
+        await self.service.reconcile(NS, name)
+        return dict((await self.objects.get("checkouts", NS, name) or {}).get("status") or {})
+
+    def password(self) -> str:
+        return (
+            self.secrets.items[(NS, next(n for (_, n) in self.secrets.items if "account" in n))]
+            .data["password"]
+            .decode()
+        )
+
+
+async def test_grant_is_exclusive_and_delivers_a_secret_only_the_holder_reads() -> None:
+    w = World()
+    w.create("a", "alice")
+    status = await w.step("a")
+    assert status["phase"] == "Active" and status["holder"] == "alice"
+    assert w.rbac.readers[(NS, "checkout-a")] == "alice"
+    assert w.secrets.items[(NS, "checkout-a")].data["username"] == b"admin"
+    expires = status["expiresAt"]
+    assert expires == (w.clock.now + timedelta(minutes=20)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )  # the rule's override
+    w.create("b", "bob")
+    denied = await w.step("b")
+    assert denied["phase"] == "Denied" and f"checked out by alice until {expires}" in denied["message"]
+    assert [c["status"] for c in denied["conditions"] if c["type"] == "Stalled"] == ["True"]
+    assert ("a", "CheckedOut") in [(n, r) for n, r, _ in w.events.seen]
+
+
+async def test_user_checkin_does_not_rotate_forced_does() -> None:
+    w = World()
+    w.create("a", "alice")
+    await w.step("a")
+    first = w.password()
+    w.objects.items[("checkouts", NS, "a")]["spec"]["checkin"] = {"requested": True}
+    done = await w.step("a")
+    assert done["phase"] == "CheckedIn" and done["checkinReason"] == "User" and w.password() == first
+    assert (NS, "checkout-a") not in w.secrets.items and (NS, "checkout-a") not in w.rbac.readers
+    assert w.leases.held == {}
+    w.create("b", "bob")
+    await w.step("b")
+    w.objects.items[("checkouts", NS, "b")]["spec"]["checkin"] = {"force": True}
+    forced = await w.step("b")
+    assert forced["checkinReason"] == "Forced" and forced["rotation"]["completedAt"] and w.password() != first
+
+
+async def test_expiry_fires_from_the_scheduler_and_rotates() -> None:
+    w = World()
+    w.create("a", "alice", duration="30s")
+    status = await w.step("a")
+    first = w.password()
+    assert w.scheduler.deadline(("checkout", f"{NS}/a")) is not None
+    w.clock.advance(seconds=31)
+    runner = asyncio.create_task(w.scheduler.run())
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        status = dict(w.objects.items[("checkouts", NS, "a")]["status"])
+        if status["phase"] == "Expired":
+            break
+    runner.cancel()
+    assert status["phase"] == "Expired" and w.password() != first
+
+
+async def test_elevation_waits_for_a_real_approver_then_ends_with_its_window() -> None:
+    w = World()
+    w.create("a", "alice", elevation={"requested": True})
+    status = await w.step("a")
+    assert status["elevation"]["state"] == "PENDING"
+    w.objects.items[("checkouts", NS, "a")]["status"]["approval"] = {
+        "decision": "Approved",
+        "approver": "alice",
+    }
+    status = await w.step("a")
+    assert (
+        status["elevation"]["state"] == "PENDING"
+        and "cannot approve their own" in status["elevation"]["lastError"]
+    )
+    w.objects.items[("checkouts", NS, "a")]["status"]["approval"] = {
+        "decision": "Approved",
+        "approver": "mallory",
+    }
+    assert "not an approver" in (await w.step("a"))["elevation"]["lastError"]
+    w.objects.items[("checkouts", NS, "a")]["status"]["approval"] = {
+        "decision": "Approved",
+        "approver": "approver",
+    }
+    status = await w.step("a")
+    assert status["elevation"]["state"] == "ELEVATED" and w.rbac.bindings[(NS, "checkout-a-elevation")] == (
+        "edit",
+    )
+    w.clock.advance(minutes=11)
+    status = await w.step("a")
+    assert status["elevation"]["state"] == "REMOVED" and (NS, "checkout-a-elevation") not in w.rbac.bindings
+
+
+async def test_a_failing_rotation_keeps_the_account_locked_and_is_retried() -> None:
+    w = World()
+    w.create("a", "alice", duration="30s")
+    await w.step("a")
+    real_rotate, calls = w.accounts.rotate, []
+
+    async def failing(account: Any, uid: str) -> None:
+        calls.append(1)
+        raise postgres.BackendError("postgresql db:5432: OperationalError: connection refused")
+
+    w.accounts.rotate = failing  # type: ignore[method-assign]
+    w.clock.advance(seconds=31)
+    status = await w.step("a")
+    assert status["phase"] == "CheckinInProgress" and "connection refused" in status["rotation"]["lastError"]
+    assert w.leases.held  # still locked
+    retry_at = w.scheduler.deadline(("checkout", f"{NS}/a"))
+    assert retry_at is not None and retry_at > w.clock.now
+    status = await w.step("a")
+    assert status["rotation"]["attempts"] == 2
+    w.accounts.rotate = real_rotate  # type: ignore[method-assign]
+    status = await w.step("a")
+    assert status["phase"] == "Expired" and not w.leases.held and len(calls) == 2
+    assert sum(1 for _, r, _ in w.events.seen if r == "RetryScheduled") == 2
