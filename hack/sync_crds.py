@@ -28,6 +28,8 @@ def chart_policies() -> str:
         ("only members of kubepam:security-admins", "only members of {{ $g.securityAdmins }}"),
         ("only kubepam:security-admins may", "only {{ $g.securityAdmins }} may"),
         ("'kubepam:approvers'", "'{{ $g.approvers }}'"),
+        ("' is not in kubepam:approvers'", "' is not in {{ $g.approvers }}'"),
+        ("only kubepam:security-admins may force", "only {{ $g.securityAdmins }} may force"),
         ("name: kubepam-", 'name: {{ include "kubepam.fullname" . }}-'),
         ("policyName: kubepam-", 'policyName: {{ include "kubepam.fullname" . }}-'),
         (

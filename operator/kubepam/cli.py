@@ -265,6 +265,64 @@ def cmd_ssh(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_checkouts(args: argparse.Namespace) -> int:
+    from kubepam.client import checkouts as co
+
+    try:
+        if args.command == "checkout":
+            obj = co.checkout(
+                args.namespace,
+                args.project,
+                args.account,
+                args.reason,
+                args.duration,
+                args.elevate,
+                args.wait,
+            )
+            status = obj.get("status") or {}
+            name = obj["metadata"]["name"]
+            if status.get("phase") == "Denied":
+                print(f"denied: {status.get('message')}", file=sys.stderr)
+                return 1
+            print(f"{name}: {args.account} is yours until {status.get('expiresAt')}")
+            print(f"credential: kubectl get secret {status.get('secretName')} -n {args.namespace} -o yaml")
+            if args.show:
+                cred = co.credential(args.namespace, str(status.get("secretName")))
+                print(f"username: {cred.get('username')}\npassword: {cred.get('password')}")
+            return 0
+        if args.command == "checkin":
+            co.patch_spec(
+                args.namespace, args.name, {"checkin": {"force": True} if args.force else {"requested": True}}
+            )
+            print(f"{args.name}: check-in requested")
+            return 0
+        if args.command in ("approve", "deny"):
+            co.decide(
+                args.namespace, args.name, "Approved" if args.command == "approve" else "Denied", args.reason
+            )
+            print(f"{args.name}: {args.command}d")
+            return 0
+        rows = co.listing(None if args.all_namespaces else args.namespace)
+        header = [
+            "NAMESPACE",
+            "NAME",
+            "PROJECT",
+            "ACCOUNT",
+            "HOLDER",
+            "STATUS",
+            "EXPIRES",
+            "LEFT",
+            "ELEVATION",
+        ]
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return 0
+    except co.CheckoutError as exc:
+        print(f"kubepam {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubepam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -332,6 +390,33 @@ def build_parser() -> argparse.ArgumentParser:
     ssh.add_argument("-o", "--ssh-option", action="append", help="passed to ssh as -o (repeatable)")
     ssh.add_argument("--timeout", type=float, default=60, help="seconds to wait for the certificate")
     ssh.set_defaults(fn=cmd_ssh)
+
+    namespace = os.environ.get("KUBEPAM_NAMESPACE_DEFAULT", "default")
+    co = sub.add_parser("checkout", help="check out a shared account")
+    co.add_argument("account")
+    co.add_argument("--project", required=True)
+    co.add_argument("--reason", required=True, help="why (kept for audit)")
+    co.add_argument("--duration", help="how long (capped by the policy)")
+    co.add_argument("--elevate", action="store_true", help="also request privilege elevation")
+    co.add_argument("--show", action="store_true", help="print the credential (it is yours alone to read)")
+    co.add_argument("--wait", type=float, default=60)
+    co.add_argument("-n", "--namespace", default=namespace)
+    co.set_defaults(fn=cmd_checkouts)
+    ci = sub.add_parser("checkin", help="check a checkout in early")
+    ci.add_argument("name")
+    ci.add_argument("--force", action="store_true", help="security admins: force it (rotates the password)")
+    ci.add_argument("-n", "--namespace", default=namespace)
+    ci.set_defaults(fn=cmd_checkouts)
+    for verb in ("approve", "deny"):
+        decide = sub.add_parser(verb, help=f"{verb} a pending elevation")
+        decide.add_argument("name")
+        decide.add_argument("--reason", default="")
+        decide.add_argument("-n", "--namespace", default=namespace)
+        decide.set_defaults(fn=cmd_checkouts)
+    ls = sub.add_parser("checkouts", help="list checkouts (who holds what, until when)")
+    ls.add_argument("-n", "--namespace", default=namespace)
+    ls.add_argument("-A", "--all-namespaces", action="store_true")
+    ls.set_defaults(fn=cmd_checkouts)
     return parser
 
 

@@ -1,5 +1,34 @@
-"""Checkout handlers: validate the spec and report Ready or Stalled with the reasons."""
+"""Checkout handlers: hand every change to the checkout service, which writes status itself (so the
+same steps run from kopf, from the scheduler at deadlines and retries, and after a restart)."""
 
-from kubepam.handlers.generic import register_validation
+from __future__ import annotations
 
-register_validation("Checkout")
+from typing import Any
+
+import kopf
+
+from kubepam.domain.kinds import GROUP, VERSION
+from kubepam.handlers.runtime import runtime
+from kubepam.handlers.status import ref
+
+PLURAL = "checkouts"
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile_checkout(meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    me = ref(meta)
+    await runtime(memo).checkouts.reconcile(me.namespace, me.name)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def checkout_event(type: str, body: kopf.Body, status: kopf.Status, memo: Any, **_: Any) -> None:
+    rt = runtime(memo)
+    if type == "DELETED":
+        await rt.checkouts.abandoned(dict(body))
+        return
+    approval = status.get("approval") or {}
+    if approval.get("decision") and (status.get("elevation") or {}).get("state") == "PENDING":
+        me = ref(body["metadata"])
+        await rt.checkouts.reconcile(me.namespace, me.name)  # an approver decided (a status patch)

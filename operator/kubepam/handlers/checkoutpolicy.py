@@ -1,5 +1,37 @@
-"""CheckoutPolicy handlers: validate the spec and report Ready or Stalled with the reasons."""
+"""CheckoutPolicy handlers: index policies by (namespace, project) for checkouts; validate and report."""
 
-from kubepam.handlers.generic import register_validation
+from __future__ import annotations
 
-register_validation("CheckoutPolicy")
+from typing import Any
+
+import kopf
+
+from kubepam.domain.checkout import CheckoutPolicySpec, parse_checkout_policy
+from kubepam.domain.errors import SpecError
+from kubepam.domain.kinds import GROUP, VERSION
+from kubepam.domain.plans import plan_generic
+from kubepam.handlers.status import apply_plan, ref
+
+PLURAL = "checkoutpolicies"
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def checkout_policies_index(
+    meta: kopf.Meta, spec: kopf.Spec, **_: Any
+) -> dict[tuple[str, str], tuple[str, CheckoutPolicySpec]] | None:
+    me = ref(meta)
+    try:
+        policy = parse_checkout_policy(spec)
+    except SpecError:
+        return None
+    return {(me.namespace, policy.project): (me.name, policy)}
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def reconcile_checkout_policy(
+    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any
+) -> None:
+    me = ref(meta)
+    apply_plan(plan_generic("CheckoutPolicy", me.namespace, me.name, spec), patch, status, meta)

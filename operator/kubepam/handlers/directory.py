@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 
 from kubepam.adapters.jwks import JwksFetchError, KeySet
+from kubepam.domain.checkout import CheckoutPolicySpec
 from kubepam.domain.connection import parse_connection, phase_of
 from kubepam.domain.errors import SpecError
 from kubepam.domain.policy import Policy, ServerView
@@ -79,6 +80,7 @@ class KopfDirectory:
         self._policies: kopf.Index[Any, Any] = indexes["policies_index"]
         self._servers: kopf.Index[Any, Any] = indexes["servers_index"]
         self._projects: kopf.Index[Any, Any] = indexes["projects_index"]
+        self._checkout_policies: kopf.Index[Any, Any] = indexes["checkout_policies_index"]
         self._clock = clock
         self._started = started
         self._grace = grace
@@ -103,6 +105,17 @@ class KopfDirectory:
     def server(self, namespace: str, name: str) -> ServerView | None:
         server: ServerView | None = _first(self._servers, (namespace, name))
         return server
+
+    def project_uid(self, namespace: str, name: str) -> str | None:
+        project = self.project(namespace, name)
+        return project.uid if project is not None else None
+
+    def checkout_policy(self, namespace: str, project: str) -> CheckoutPolicySpec | None:
+        store = self._checkout_policies.get((namespace, project))
+        if not store:
+            return None
+        first: tuple[str, CheckoutPolicySpec] = min(store, key=lambda item: item[0])
+        return first[1]  # (policy name, spec): the first by name decides
 
     def project(self, namespace: str, name: str) -> ProjectSpec | None:
         project: ProjectSpec | None = _first(self._projects, (namespace, name))

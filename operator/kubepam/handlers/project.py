@@ -4,6 +4,7 @@ deadline in the one scheduler."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import kopf
@@ -24,7 +25,7 @@ PLURAL = "projects"
 def projects_index(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> dict[Any, ProjectSpec] | None:
     me = ref(meta)
     try:
-        return {(me.namespace, me.name): parse_project(spec)}
+        return {(me.namespace, me.name): replace(parse_project(spec), uid=str(meta.get("uid", "")))}
     except SpecError:
         return None
 

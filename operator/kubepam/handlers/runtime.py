@@ -14,13 +14,18 @@ import kopf
 from aiohttp import web
 
 from kubepam.adapters import metrics
+from kubepam.adapters.events import Events
 from kubepam.adapters.jwks import HttpFetcher, JwksCache
 from kubepam.adapters.kube import ConfigMaps, CustomObjects, Secrets
+from kubepam.adapters.leases import Leases
+from kubepam.adapters.rbac import Rbac
 from kubepam.adapters.signing import SigningKeys
 from kubepam.domain.connection import MAX_ACCESS_TOKEN_TTL
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.handlers.directory import KopfDirectory
+from kubepam.services.accounts import Accounts
 from kubepam.services.certificates import CertificateIssuer
+from kubepam.services.checkouts import CheckoutService
 from kubepam.services.enrollment import Enroller
 from kubepam.services.projects import CAStore, EnrollmentTokens
 from kubepam.services.scheduler import Scheduler
@@ -51,6 +56,9 @@ class Runtime:
     issuer: CertificateIssuer
     enroller: Enroller
     access: AccessTokenVerifier
+    checkouts: CheckoutService
+    accounts: Accounts
+    events: Events
     started: datetime
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broker: web.AppRunner | None = None
@@ -112,13 +120,19 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     objects = CustomObjects(GROUP, VERSION)
     cas = CAStore(secrets, ConfigMaps(), utcnow)
     tokens = EnrollmentTokens(secrets)
+    scheduler = Scheduler(utcnow)
+    events = Events()
+    accounts = Accounts(secrets, utcnow)
+    checkouts = CheckoutService(
+        directory, objects, Leases(), secrets, Rbac(), accounts, scheduler, events, utcnow
+    )
     rt = Runtime(
         settings=SETTINGS,
         clock=utcnow,
         jwks=jwks,
         fetcher=fetcher,
         signing=signing,
-        scheduler=Scheduler(utcnow),
+        scheduler=scheduler,
         directory=directory,
         exchange=exchange,
         objects=objects,
@@ -131,6 +145,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         access=AccessTokenVerifier(
             signing, issuer=SETTINGS.issuer, audience=SETTINGS.audience, directory=directory
         ),
+        checkouts=checkouts,
+        accounts=accounts,
+        events=events,
         started=now,
     )
     rt.tasks.append(asyncio.create_task(rt.scheduler.run(), name="kubepam scheduler"))
