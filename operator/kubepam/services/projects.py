@@ -222,3 +222,44 @@ class EnrollmentTokens:
         if stored is None or "token" not in stored.data:
             return False
         return hmac.compare_digest(stored.data["token"], token.encode())
+
+
+def jit_configmap_name(project: str) -> str:
+    return f"{project}-jit"
+
+
+async def publish_jit_settings(
+    configmaps: DataStore, namespace: str, name: str, uid: str, jit: Mapping[str, Any]
+) -> None:
+    """The project's JIT settings as a ConfigMap: the admission policy on JitAccounts reads it as its
+    parameter, so the API server itself refuses groups, durations and creators the project does not allow."""
+    creators = (jit.get("creators") or {}).get("groups") or []
+    data = {
+        "project": name.encode(),
+        "enabled": str(bool(jit.get("enabled", False))).lower().encode(),
+        "allowedGroups": ",".join(jit.get("allowedGroups") or []).encode(),
+        "creators": ",".join(creators).encode(),
+        "maxDuration": str(jit.get("maxDuration", "8h")).encode(),
+    }
+    owner = owner_reference(API_VERSION, "Project", name, uid)
+    labels = {**LABELS, "kubepam.io/jit-settings": "true"}
+    for _ in range(5):
+        current = await configmaps.get(namespace, jit_configmap_name(name))
+        if current is not None and current.data == data:
+            return
+        try:
+            if current is None:
+                await configmaps.create(namespace, jit_configmap_name(name), data, labels=labels, owner=owner)
+            else:
+                await configmaps.replace(
+                    namespace,
+                    jit_configmap_name(name),
+                    data,
+                    current.resource_version,
+                    labels=labels,
+                    owner=owner,
+                )
+            return
+        except KubeError as exc:
+            if not exc.conflict:
+                raise

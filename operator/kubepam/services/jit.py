@@ -1,0 +1,339 @@
+"""JIT accounts on Kubernetes (a ServiceAccount bound to the chosen ClusterRoles, its token in a Secret
+only the owner can read) and on PostgreSQL (a LOGIN role VALID UNTIL the window's end, with the chosen
+roles). At the window's end the account is disabled: bindings removed and the ServiceAccount deleted
+(every token it had dies with it), or NOLOGIN with a fresh random password. A new reason re-enables it.
+Every step posts an Event and one audit log line; the window's end is a deadline in the one scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets as random
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from kubepam.adapters import postgres
+from kubepam.adapters.kube import KubeError, owner_reference
+from kubepam.domain import jit
+from kubepam.domain.conditions import Health, rfc3339
+from kubepam.domain.errors import SpecError
+from kubepam.domain.kinds import API_VERSION
+from kubepam.domain.plans import Plan, status_patch
+from kubepam.domain.project import ProjectSpec
+from kubepam.services.accounts import Accounts
+from kubepam.services.checkouts import Objects, Rbac, Recorder, Secrets
+from kubepam.services.scheduler import Scheduler
+
+log = logging.getLogger("kubepam.jit")
+PLURAL = "jitaccounts"
+CHANGED_BY = "kubepam.io/changed-by"
+CHANGED_BY_GROUPS = "kubepam.io/changed-by-groups"
+BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class Directory(Protocol):
+    def project(self, namespace: str, name: str) -> ProjectSpec | None: ...
+
+
+class ServiceAccountStore(Protocol):
+    async def ensure(
+        self, namespace: str, name: str, owner: Mapping[str, Any], labels: Mapping[str, str]
+    ) -> str: ...
+    async def delete(self, namespace: str, name: str) -> None: ...
+    async def token(self, namespace: str, name: str, seconds: int) -> tuple[str, str]: ...
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+
+
+def _health(phase: str, message: str) -> Plan:
+    if phase == "Failed":
+        return Plan(Health.STALLED, "Failed", message)
+    if phase == "Pending":
+        return Plan(Health.RECONCILING, "Pending", message)
+    return Plan(Health.READY, phase, message)
+
+
+class JitService:
+    def __init__(
+        self,
+        directory: Directory,
+        objects: Objects,
+        service_accounts: ServiceAccountStore,
+        secrets: Secrets,
+        rbac: Rbac,
+        accounts: Accounts,
+        scheduler: Scheduler,
+        events: Recorder,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._dir = directory
+        self._objects = objects
+        self._sas = service_accounts
+        self._secrets = secrets
+        self._rbac = rbac
+        self._accounts = accounts
+        self._scheduler = scheduler
+        self._events = events
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._attempts: dict[str, int] = {}
+
+    # ----- entry points -------------------------------------------------------------------------
+    async def reconcile(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            obj = await self._objects.get(PLURAL, namespace, name)
+            if obj is None or (obj["metadata"].get("deletionTimestamp")):
+                return
+            try:
+                await self._step(obj)
+                self._attempts.pop(key, None)
+            except (postgres.BackendError, KubeError, RuntimeError) as exc:
+                attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
+                delay = BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
+                log.warning("jit account %s: %s (attempt %d, retrying in %ss)", key, exc, attempts, delay)
+                await self._events.emit(
+                    obj, "RetryScheduled", f"{type(exc).__name__}: {exc}"[:500], warning=True
+                )
+                self._wake(namespace, name, self._clock() + timedelta(seconds=delay))
+
+    async def remove(self, obj: Mapping[str, Any]) -> None:
+        """The JitAccount is being deleted: take the account out of its backend (finalizer)."""
+        settings, _ = self._settings(obj)
+        account = jit.account_name(obj["spec"])
+        if settings is not None:
+            await self._disable(obj, settings, account, drop=True)
+        self._scheduler.cancel(("jit", f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"))
+        await self._events.emit(
+            obj,
+            "Removed",
+            f"{account} removed from its backend",
+            audit={
+                "owner": obj["spec"].get("owner"),
+                "account": account,
+                "actor": (obj["metadata"].get("annotations") or {}).get(CHANGED_BY),
+            },
+        )
+
+    def _wake(self, namespace: str, name: str, when: datetime) -> None:
+        async def run() -> None:
+            await self.reconcile(namespace, name)
+
+        self._scheduler.schedule(("jit", f"{namespace}/{name}"), when, run)
+
+    # ----- steps --------------------------------------------------------------------------------
+    def _settings(self, obj: Mapping[str, Any]) -> tuple[jit.JitSettings | None, str]:
+        ns, project_name = obj["metadata"]["namespace"], obj["spec"].get("project", "")
+        project = self._dir.project(ns, project_name)
+        if project is None:
+            return None, f"no Project {ns}/{project_name}"
+        try:
+            return jit.parse_settings(project.jit, ns), ""
+        except SpecError as exc:
+            return None, "; ".join(exc.problems)
+
+    async def _write(self, obj: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+        meta = obj["metadata"]
+        status = {**(obj.get("status") or {}), **changes}
+        plan = _health(str(status.get("phase") or "Pending"), str(status.get("message") or ""))
+        desired = status_patch(plan, obj.get("status"), int(meta.get("generation") or 0), self._clock()) or {}
+        await self._objects.patch_status(PLURAL, meta["namespace"], meta["name"], {**changes, **desired})
+
+    async def _step(self, obj: dict[str, Any]) -> None:
+        meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
+        now = self._clock()
+        phase = status.get("phase")
+        generation = int(meta.get("generation") or 0)
+        settings, problem = self._settings(obj)
+        notes = meta.get("annotations") or {}
+        actor = notes.get(CHANGED_BY, "")
+        actor_groups = [g for g in notes.get(CHANGED_BY_GROUPS, "").split(",") if g]
+        if jit.needs_activation(phase, generation, status.get("activatedGeneration")):
+            try:
+                request = jit.check(spec, settings, spec.get("project", ""), actor, actor_groups)
+            except SpecError as exc:
+                message = problem or "; ".join(exc.problems)
+                if phase == "Active":  # keep the current window; refuse the change
+                    await self._write(obj, {"message": f"change refused: {message}"})
+                else:
+                    await self._write(obj, {"phase": "Failed", "message": message})
+                    await self._events.emit(
+                        obj,
+                        "Refused",
+                        message,
+                        warning=True,
+                        audit={"actor": actor, "owner": spec.get("owner"), "why": message},
+                    )
+                return
+            history = status.get("history") or []
+            if jit.same_reason_again(history, request.reason, phase):
+                await self._write(
+                    obj,
+                    {
+                        "message": "give a new reason to re-enable this account",
+                        "activatedGeneration": generation,
+                    },
+                )
+                return
+            assert settings is not None
+            start = now.replace(microsecond=0)  # status keeps whole seconds: so does the deadline
+            window = jit.Window(start, (start + request.duration).replace(microsecond=0))
+            secret = await self._enable(obj, settings, request, window)
+            entry = {
+                "by": actor or request.owner,
+                "reason": request.reason,
+                "groups": list(request.groups),
+                "from": rfc3339(window.start),
+                "until": rfc3339(window.end),
+            }
+            await self._write(
+                obj,
+                {
+                    "phase": "Active",
+                    "accountName": request.account,
+                    "activatedAt": rfc3339(window.start),
+                    "expiresAt": rfc3339(window.end),
+                    "secretName": secret,
+                    "activatedGeneration": generation,
+                    "history": jit.with_history(history, entry),
+                    "message": f"enabled until {rfc3339(window.end)} with {', '.join(request.groups)}",
+                },
+            )
+            await self._events.emit(
+                obj,
+                "Enabled" if phase != "Disabled" else "Reenabled",
+                f"{request.account} enabled until {rfc3339(window.end)}",
+                audit={
+                    "actor": entry["by"],
+                    "owner": request.owner,
+                    "reason": request.reason,
+                    "groups": list(request.groups),
+                    "from": entry["from"],
+                    "until": entry["until"],
+                    "account": request.account,
+                },
+            )
+            self._wake(meta["namespace"], meta["name"], window.end)
+            return
+        if phase == "Active":
+            expires = _ts(status.get("expiresAt"))
+            if expires is not None and now >= expires and settings is not None:
+                account = str(status.get("accountName") or jit.account_name(spec))
+                await self._disable(obj, settings, account, drop=False)
+                await self._write(
+                    obj,
+                    {
+                        "phase": "Disabled",
+                        "message": f"disabled at {rfc3339(now)}; give a new reason and duration to re-enable",
+                    },
+                )
+                await self._events.emit(
+                    obj,
+                    "Disabled",
+                    f"{account} disabled at the end of its window",
+                    audit={
+                        "actor": "kubepam",
+                        "owner": spec.get("owner"),
+                        "account": account,
+                        "reason": "window ended",
+                        "groups": list(spec.get("groups") or []),
+                        "until": status.get("expiresAt"),
+                    },
+                )
+            elif expires is not None:
+                self._wake(meta["namespace"], meta["name"], expires)
+
+    def _owner(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return owner_reference(API_VERSION, "JitAccount", meta["name"], meta["uid"])
+
+    async def _deliver(self, obj: Mapping[str, Any], data: Mapping[str, bytes]) -> str:
+        """The credential in a Secret only the owner can read."""
+        ns, name, owner_user = (
+            obj["metadata"]["namespace"],
+            f"jit-{obj['metadata']['name']}",
+            obj["spec"]["owner"],
+        )
+        current = await self._secrets.get(ns, name)
+        if current is None:
+            await self._secrets.create(
+                ns, name, data, labels={"kubepam.io/jit": obj["metadata"]["name"]}, owner=self._owner(obj)
+            )
+        else:
+            await self._secrets.replace(
+                ns,
+                name,
+                data,
+                current.resource_version,
+                labels={"kubepam.io/jit": obj["metadata"]["name"]},
+                owner=self._owner(obj),
+            )
+        await self._rbac.grant_secret_read(ns, name, name, owner_user, self._owner(obj))
+        return name
+
+    async def _enable(
+        self, obj: Mapping[str, Any], settings: jit.JitSettings, request: jit.Request, window: jit.Window
+    ) -> str:
+        ns = obj["metadata"]["namespace"]
+        seconds = int((window.end - window.start).total_seconds())
+        if settings.backend == "postgresql":
+            if settings.postgresql is None:
+                raise RuntimeError("spec.jit.postgresql is required for the postgresql backend")
+            server = await self._accounts.server(ns, settings.postgresql)
+            password = random.token_urlsafe(24)
+            stale = [g for g in settings.allowed_groups if g not in request.groups]
+            await postgres.ensure_login_role(server, request.account, password, request.groups, window.end)
+            if stale:
+                await postgres.revoke(server, request.account, stale)
+            data = {
+                "username": request.account.encode(),
+                "password": password.encode(),
+                "host": str(settings.postgresql.get("host", "")).encode(),
+                "port": str(settings.postgresql.get("port", 5432)).encode(),
+                "validUntil": rfc3339(window.end).encode(),
+            }
+            return await self._deliver(obj, data)
+        sa = jit.service_account_name(request.account)
+        await self._sas.ensure(ns, sa, self._owner(obj), {"kubepam.io/jit": obj["metadata"]["name"]})
+        subject = {"kind": "ServiceAccount", "name": sa, "namespace": ns}
+        history = (obj.get("status") or {}).get("history") or []
+        previous = set(history[-1].get("groups") or []) if history else set()
+        dropped = [g for g in previous if g not in request.groups]  # only groups an earlier window granted
+        for target in settings.namespaces:
+            if dropped:
+                await self._rbac.unbind(target, f"jit-{sa}", dropped)
+            await self._rbac.bind_cluster_roles(
+                target, f"jit-{sa}", request.groups, subject, self._owner(obj) if target == ns else None
+            )
+        token, expiration = await self._sas.token(ns, sa, seconds)
+        data = {
+            "token": token.encode(),
+            "serviceAccount": f"system:serviceaccount:{ns}:{sa}".encode(),
+            "namespaces": ",".join(settings.namespaces).encode(),
+            "expiresAt": rfc3339(window.end).encode(),
+            "tokenExpiration": expiration.encode(),
+        }
+        return await self._deliver(obj, data)
+
+    async def _disable(
+        self, obj: Mapping[str, Any], settings: jit.JitSettings, account: str, *, drop: bool
+    ) -> None:
+        ns = obj["metadata"]["namespace"]
+        if settings.backend == "postgresql" and settings.postgresql is not None:
+            server = await self._accounts.server(ns, settings.postgresql)
+            if drop:
+                await postgres.drop_role(server, account)
+            else:
+                await postgres.disable_login(server, account, random.token_urlsafe(24))
+        else:
+            sa = jit.service_account_name(account)
+            for target in settings.namespaces:
+                await self._rbac.unbind(target, f"jit-{sa}", settings.allowed_groups)
+            await self._sas.delete(ns, sa)  # every token of the account is useless from here on
+        secret = f"jit-{obj['metadata']['name']}"
+        await self._secrets.delete(ns, secret)
+        await self._rbac.revoke_secret_read(ns, secret)
