@@ -30,6 +30,7 @@ def chart_policies() -> str:
         ("'kubepam:approvers'", "'{{ $g.approvers }}'"),
         ("' is not in kubepam:approvers'", "' is not in {{ $g.approvers }}'"),
         ("only kubepam:security-admins may force", "only {{ $g.securityAdmins }} may force"),
+        ("only kubepam:security-admins create JIT", "only {{ $g.securityAdmins }} create JIT"),
         ("name: kubepam-", 'name: {{ include "kubepam.fullname" . }}-'),
         ("policyName: kubepam-", 'policyName: {{ include "kubepam.fullname" . }}-'),
         (

@@ -302,7 +302,6 @@ def cmd_checkouts(args: argparse.Namespace) -> int:
             )
             print(f"{args.name}: {args.command}d")
             return 0
-        rows = co.listing(None if args.all_namespaces else args.namespace)
         header = [
             "NAMESPACE",
             "NAME",
@@ -314,12 +313,53 @@ def cmd_checkouts(args: argparse.Namespace) -> int:
             "LEFT",
             "ELEVATION",
         ]
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        _table(header, co.listing(None if args.all_namespaces else args.namespace))
         return 0
     except co.CheckoutError as exc:
         print(f"kubepam {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def cmd_jit(args: argparse.Namespace) -> int:
+    import getpass
+
+    from kubepam.client import jit
+
+    try:
+        if args.action == "create":
+            owner = args.owner or getpass.getuser()
+            name = args.name or owner.replace("_", "-")
+            jit.create(
+                args.namespace,
+                name,
+                args.project,
+                owner,
+                args.groups.split(","),
+                args.reason,
+                args.duration,
+                args.account,
+            )
+            print(f"jitaccount {name} created; its credential will be in Secret jit-{name} (yours alone)")
+        elif args.action == "enable":
+            if not args.name:
+                print("kubepam jit enable: give the JitAccount's name", file=sys.stderr)
+                return 2
+            jit.enable(args.namespace, args.name, args.reason, args.duration)
+            print(f"jitaccount {args.name}: re-enable requested")
+        else:
+            _table(
+                ["NAMESPACE", "NAME", "ACCOUNT", "OWNER", "GROUPS", "STATUS", "EXPIRES", "SECRET"],
+                jit.listing(None if args.all_namespaces else args.namespace),
+            )
+        return 0
+    except jit.JitError as exc:
+        print(f"kubepam jit {args.action}: {exc}", file=sys.stderr)
         return 2
 
 
@@ -417,6 +457,19 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("-n", "--namespace", default=namespace)
     ls.add_argument("-A", "--all-namespaces", action="store_true")
     ls.set_defaults(fn=cmd_checkouts)
+
+    jit = sub.add_parser("jit", help="personal temporary privileged accounts")
+    jit.add_argument("action", choices=["create", "enable", "list"])
+    jit.add_argument("name", nargs="?", help="the JitAccount object (default: the owner's name)")
+    jit.add_argument("--project")
+    jit.add_argument("--owner", help="whose account (security admins may name someone else)")
+    jit.add_argument("--account", help="account name, <name>_jit (default: <owner>_jit)")
+    jit.add_argument("--groups", default="", help="comma-separated privileged groups")
+    jit.add_argument("--reason", default="")
+    jit.add_argument("--duration", default="1h")
+    jit.add_argument("-n", "--namespace", default=namespace)
+    jit.add_argument("-A", "--all-namespaces", action="store_true")
+    jit.set_defaults(fn=cmd_jit)
     return parser
 
 

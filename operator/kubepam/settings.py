@@ -58,6 +58,8 @@ class Settings:
     jwks_timeout: timedelta = field(default_factory=lambda: _duration("KUBEPAM_JWKS_TIMEOUT", "5s"))
     # KUBEPAM_SYNC_GRACE: after start, how long the broker answers 503 for unknown objects (index warm-up).
     sync_grace: timedelta = field(default_factory=lambda: _duration("KUBEPAM_SYNC_GRACE", "5s"))
+    # KUBEPAM_API_CONCURRENCY: Kubernetes API calls in flight at once (threads of the client pool).
+    api_concurrency: int = field(default_factory=lambda: int(_env("KUBEPAM_API_CONCURRENCY", "32")))
     # KUBEPAM_LOG_LEVEL: DEBUG, INFO, WARNING.
     log_level: str = field(default_factory=lambda: _env("KUBEPAM_LOG_LEVEL", "INFO"))
 

@@ -1,5 +1,33 @@
-"""JitAccount handlers: validate the spec and report Ready or Stalled with the reasons."""
+"""JitAccount handlers: every change goes to the JIT service (which writes status itself, so deadlines
+and retries run the same steps); deletion takes the account out of its backend (kopf finalizer)."""
 
-from kubepam.handlers.generic import register_validation
+from __future__ import annotations
 
-register_validation("JitAccount")
+from typing import Any
+
+import kopf
+
+from kubepam.domain.kinds import GROUP, VERSION
+from kubepam.handlers.runtime import runtime
+from kubepam.handlers.status import ref
+
+PLURAL = "jitaccounts"
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile_jit(meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    me = ref(meta)
+    await runtime(memo).jit.reconcile(me.namespace, me.name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def remove_jit(body: kopf.Body, memo: Any, **_: Any) -> None:
+    from kubepam.adapters import postgres
+    from kubepam.adapters.kube import KubeError
+
+    try:
+        await runtime(memo).jit.remove(dict(body))
+    except (postgres.BackendError, KubeError) as exc:
+        raise kopf.TemporaryError(f"cannot remove the account yet: {exc}", delay=10) from None

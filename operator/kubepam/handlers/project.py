@@ -17,6 +17,7 @@ from kubepam.domain.plans import Plan, invalid, status_patch
 from kubepam.domain.project import ProjectSpec, parse_project
 from kubepam.handlers.runtime import Runtime, runtime
 from kubepam.handlers.status import apply_plan, ref
+from kubepam.services.projects import publish_jit_settings
 
 PLURAL = "projects"
 
@@ -41,6 +42,7 @@ async def plan_project(rt: Runtime, meta: kopf.Meta | dict[str, Any], spec: Any)
     try:
         outcome = await rt.cas.reconcile(me.namespace, me.name, uid, project)
         enrollment = await rt.enrollment.reconcile(me.namespace, me.name, uid, project)
+        await publish_jit_settings(rt.configmaps, me.namespace, me.name, uid, project.jit)
     except KubeError as exc:
         if exc.forbidden:
             return Plan(

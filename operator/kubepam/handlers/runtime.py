@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from kubepam.adapters.jwks import HttpFetcher, JwksCache
 from kubepam.adapters.kube import ConfigMaps, CustomObjects, Secrets
 from kubepam.adapters.leases import Leases
 from kubepam.adapters.rbac import Rbac
+from kubepam.adapters.serviceaccounts import ServiceAccounts
 from kubepam.adapters.signing import SigningKeys
 from kubepam.domain.connection import MAX_ACCESS_TOKEN_TTL
 from kubepam.domain.kinds import GROUP, VERSION
@@ -27,6 +29,7 @@ from kubepam.services.accounts import Accounts
 from kubepam.services.certificates import CertificateIssuer
 from kubepam.services.checkouts import CheckoutService
 from kubepam.services.enrollment import Enroller
+from kubepam.services.jit import JitService
 from kubepam.services.projects import CAStore, EnrollmentTokens
 from kubepam.services.scheduler import Scheduler
 from kubepam.services.workload_identity import AccessTokenVerifier, TokenExchange
@@ -51,12 +54,14 @@ class Runtime:
     directory: KopfDirectory
     exchange: TokenExchange
     objects: CustomObjects
+    configmaps: ConfigMaps
     cas: CAStore
     enrollment: EnrollmentTokens
     issuer: CertificateIssuer
     enroller: Enroller
     access: AccessTokenVerifier
     checkouts: CheckoutService
+    jit: JitService
     accounts: Accounts
     events: Events
     started: datetime
@@ -88,6 +93,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     from kubepam.handlers.broker import start_broker
 
     configure_kopf(settings, SETTINGS)
+    # Kubernetes client calls run in threads; the default pool (CPUs + 4) would cap API concurrency.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=SETTINGS.api_concurrency, thread_name_prefix="kubepam-api")
+    )
     now = utcnow()
     fetcher = HttpFetcher(SETTINGS.jwks_timeout)
     jwks = JwksCache(
@@ -118,13 +127,18 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     )
     secrets = Secrets()
     objects = CustomObjects(GROUP, VERSION)
-    cas = CAStore(secrets, ConfigMaps(), utcnow)
+    configmaps = ConfigMaps()
+    cas = CAStore(secrets, configmaps, utcnow)
     tokens = EnrollmentTokens(secrets)
     scheduler = Scheduler(utcnow)
     events = Events()
     accounts = Accounts(secrets, utcnow)
+    rbac = Rbac()
     checkouts = CheckoutService(
-        directory, objects, Leases(), secrets, Rbac(), accounts, scheduler, events, utcnow
+        directory, objects, Leases(), secrets, rbac, accounts, scheduler, events, utcnow
+    )
+    jit = JitService(
+        directory, objects, ServiceAccounts(), secrets, rbac, accounts, scheduler, events, utcnow
     )
     rt = Runtime(
         settings=SETTINGS,
@@ -136,6 +150,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         directory=directory,
         exchange=exchange,
         objects=objects,
+        configmaps=configmaps,
         cas=cas,
         enrollment=tokens,
         issuer=CertificateIssuer(directory, cas, utcnow),
@@ -146,6 +161,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
             signing, issuer=SETTINGS.issuer, audience=SETTINGS.audience, directory=directory
         ),
         checkouts=checkouts,
+        jit=jit,
         accounts=accounts,
         events=events,
         started=now,
