@@ -1,0 +1,339 @@
+"""JIT accounts on the real control plane and a real PostgreSQL: during the window the token can do
+exactly what its groups allow and nothing else; after the window the API server refuses that token;
+re-enabling gives a new token while the old stays dead; PostgreSQL logins follow the window; the API
+server refuses wrong owners, creators, names, groups, reasons and durations, each with its message."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from kubepam.dev.cluster import ControlPlane
+from tests.e2e.harness import OperatorProcess, apply, kubectl_json, team_namespace, wait_for
+from tests.postgres import LocalPostgres
+
+NS = "jit"
+TARGET = "jit-target"  # a second namespace where the account's groups also apply
+ELSEWHERE = "jit-elsewhere"
+
+
+def obj(kind: str, name: str, spec: dict[str, Any], namespace: str = NS) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubepam.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def jit_spec(owner: str = "alice", project: str = "k8s", **extra: Any) -> dict[str, Any]:
+    return {
+        "project": project,
+        "owner": owner,
+        "groups": ["view"],
+        "reason": "CHG-100 look at the rollout",
+        "duration": "1m",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def env(plane: ControlPlane, operator: OperatorProcess) -> Iterator[LocalPostgres]:
+    pg = LocalPostgres()
+    pg.init()
+    pg.start()
+    pg.sql("CREATE ROLE app_reader NOLOGIN")
+    for ns in (NS, TARGET, ELSEWHERE):
+        team_namespace(plane, ns)
+    plane.kubectl(
+        "admin",
+        "create",
+        "secret",
+        "generic",
+        "pg-admin",
+        "-n",
+        NS,
+        "--from-literal=username=postgres",
+        f"--from-literal=password={pg.password}",
+    )
+    apply(
+        plane,
+        "devops",
+        obj(
+            "Project",
+            "k8s",
+            {
+                "jit": {
+                    "enabled": True,
+                    "backend": "kubernetes",
+                    "allowedGroups": ["view", "edit"],
+                    "creators": {"groups": ["kubepam:users"]},
+                    "maxDuration": "2h",
+                    "namespaces": [NS, TARGET],
+                }
+            },
+        ),
+        obj(
+            "Project",
+            "pg",
+            {
+                "jit": {
+                    "enabled": True,
+                    "backend": "postgresql",
+                    "allowedGroups": ["app_reader"],
+                    "creators": {"groups": ["kubepam:users"]},
+                    "maxDuration": "1h",
+                    "postgresql": {
+                        "host": "127.0.0.1",
+                        "port": pg.port,
+                        "adminSecretRef": {"name": "pg-admin"},
+                    },
+                }
+            },
+        ),
+        obj(
+            "Project",
+            "locked",
+            {
+                "jit": {
+                    "enabled": True,
+                    "allowedGroups": ["view"],
+                    "creators": {"groups": ["kubepam:devops-admins"]},
+                }
+            },
+        ),
+    )
+    for project in ("k8s", "pg", "locked"):
+        assert wait_for(plane, "devops", f"project/{project}", "condition=Ready", NS).returncode == 0
+    deadline = time.monotonic() + 20  # the projects' JIT settings ConfigMaps become the admission parameters
+    while time.monotonic() < deadline:
+        names = plane.kubectl(
+            "admin", "get", "configmap", "-n", NS, "-l", "kubepam.io/jit-settings=true", "-o", "name"
+        ).stdout.split()
+        if len(names) == 3:
+            break
+        time.sleep(0.2)
+    time.sleep(1)
+    try:
+        yield pg
+    finally:
+        pg.remove()
+
+
+def status(plane: ControlPlane, name: str) -> dict[str, Any]:
+    return kubectl_json(plane, "admin", "get", "jitaccount", name, "-n", NS).get("status") or {}
+
+
+def wait_phase(
+    plane: ControlPlane, name: str, phase: str, timeout: float = 90, generation: int | None = None
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = status(plane, name)
+        fits = current.get("phase") == phase and (
+            generation is None or current.get("activatedGeneration") == generation
+        )
+        if fits or time.monotonic() > deadline:
+            assert fits, current
+            return current
+        time.sleep(0.3)
+
+
+def secret_data(plane: ControlPlane, who: str, secret: str) -> dict[str, str]:
+    data = kubectl_json(plane, who, "get", "secret", secret, "-n", NS)["data"]
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def with_token(plane: ControlPlane, token: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        plane.binary("kubectl"),
+        "--kubeconfig=/dev/null",
+        f"--server={plane.server}",
+        f"--certificate-authority={plane.state_dir / 'pki' / 'ca.crt'}",
+        f"--token={token}",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+def can(plane: ControlPlane, token: str, verb: str, resource: str, namespace: str) -> str:
+    return (
+        with_token(plane, token, "auth", "can-i", verb, resource, "-n", namespace).stdout.strip() or "error"
+    )
+
+
+@pytest.mark.parametrize(
+    ("who", "name", "spec", "message"),
+    [
+        (
+            "alice",
+            "for-bob",
+            jit_spec(owner="bob"),
+            "spec.owner must be you (alice); only kubepam:security-admins create JIT accounts for others",
+        ),
+        (
+            "alice",
+            "locked-out",
+            jit_spec(project="locked"),
+            "alice may not create JIT accounts in project locked (creators: kubepam:devops-admins)",
+        ),
+        (
+            "alice",
+            "long-name",
+            jit_spec(accountName="alexandrina_longe_jit"),
+            "spec.accountName: Too long: may not be more than 20",
+        ),
+        (
+            "secadmin",
+            "long-owner",
+            jit_spec(owner="alexandrina_longe"),
+            "the account name (spec.accountName, or <owner>_jit) must be at most 20 characters",
+        ),
+        (
+            "alice",
+            "bad-group",
+            jit_spec(groups=["cluster-admin"]),
+            "spec.groups: cluster-admin not in project k8s allowed JIT groups (view,edit)",
+        ),
+        (
+            "alice",
+            "no-reason",
+            {k: v for k, v in jit_spec().items() if k != "reason"},
+            "spec.reason: Required value",
+        ),
+        (
+            "alice",
+            "too-long",
+            jit_spec(duration="3h"),
+            "spec.duration 3h exceeds the maximum of project k8s (2h)",
+        ),
+    ],
+)
+def test_the_api_server_refuses_each_wrong_request_with_its_own_message(
+    plane: ControlPlane, env: LocalPostgres, who: str, name: str, spec: dict[str, Any], message: str
+) -> None:
+    result = apply(plane, who, obj("JitAccount", name, spec), check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert plane.kubectl("admin", "get", "jitaccount", name, "-n", NS, check=False).returncode != 0
+
+
+def test_a_security_admin_may_create_one_for_someone_else(plane: ControlPlane, env: LocalPostgres) -> None:
+    apply(plane, "secadmin", obj("JitAccount", "bob", jit_spec(owner="bob", duration="10m")))
+    active = wait_phase(plane, "bob", "Active")
+    assert active["accountName"] == "bob_jit" and active["history"][-1]["by"] == "secadmin"
+    assert plane.kubectl("bob", "get", "secret", active["secretName"], "-n", NS, check=False).returncode == 0
+    assert (
+        plane.kubectl("alice", "get", "secret", active["secretName"], "-n", NS, check=False).returncode != 0
+    )
+    plane.kubectl("secadmin", "delete", "jitaccount", "bob", "-n", NS)
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and plane.kubectl("admin", "get", "serviceaccount", "bob-jit", "-n", NS, check=False).returncode == 0
+    ):
+        time.sleep(0.3)
+    assert plane.kubectl("admin", "get", "serviceaccount", "bob-jit", "-n", NS, check=False).returncode != 0
+
+
+def test_kubernetes_jit_token_follows_its_window(plane: ControlPlane, env: LocalPostgres) -> None:
+    apply(plane, "alice", obj("JitAccount", "alice", jit_spec()))
+    active = wait_phase(plane, "alice", "Active")
+    assert active["accountName"] == "alice_jit" and active["secretName"] == "jit-alice"
+    token = secret_data(plane, "alice", "jit-alice")["token"]
+    assert (
+        secret_data(plane, "alice", "jit-alice")["serviceAccount"] == f"system:serviceaccount:{NS}:alice-jit"
+    )
+    # exactly what view allows, where the project binds it, and nothing else
+    assert can(plane, token, "list", "pods", NS) == "yes"
+    assert can(plane, token, "list", "pods", TARGET) == "yes"
+    assert can(plane, token, "list", "pods", ELSEWHERE) == "no"
+    assert can(plane, token, "delete", "pods", NS) == "no"
+    assert can(plane, token, "get", "secrets", NS) == "no"
+    assert can(plane, token, "create", "jitaccounts.kubepam.io", NS) == "no"
+    assert with_token(plane, token, "get", "configmaps", "-n", NS).returncode == 0
+    assert plane.kubectl("bob", "get", "secret", "jit-alice", "-n", NS, check=False).returncode != 0
+
+    disabled = wait_phase(plane, "alice", "Disabled", timeout=120)
+    assert "give a new reason" in disabled["message"]
+    refused = with_token(plane, token, "get", "configmaps", "-n", NS)
+    assert refused.returncode != 0 and "Unauthorized" in refused.stderr, refused.stderr
+    events = plane.kubectl(
+        "admin",
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        NS,
+        "--field-selector",
+        "regarding.name=alice",
+        "-o",
+        "json",
+    ).stdout
+    assert '"reason": "Enabled"' in events and '"reason": "Disabled"' in events
+
+    patch = {"spec": {"duration": "2m"}}
+    plane.kubectl("alice", "patch", "jitaccount", "alice", "-n", NS, "--type=merge", "-p", json.dumps(patch))
+    time.sleep(2)
+    same = status(plane, "alice")
+    assert same["phase"] == "Disabled" and "give a new reason to re-enable" in same["message"]
+    patch = {"spec": {"reason": "CHG-101 second look", "duration": "2m", "groups": ["edit"]}}
+    plane.kubectl("alice", "patch", "jitaccount", "alice", "-n", NS, "--type=merge", "-p", json.dumps(patch))
+    generation = kubectl_json(plane, "admin", "get", "jitaccount", "alice", "-n", NS)["metadata"][
+        "generation"
+    ]
+    again = wait_phase(plane, "alice", "Active", generation=generation)
+    new_token = secret_data(plane, "alice", "jit-alice")["token"]
+    assert new_token != token
+    assert can(plane, new_token, "delete", "pods", NS) == "yes"  # edit now
+    refused = with_token(plane, token, "get", "configmaps", "-n", NS)
+    assert refused.returncode != 0 and "Unauthorized" in refused.stderr  # the old token stays dead
+    history = again["history"]
+    assert [h["reason"] for h in history] == ["CHG-100 look at the rollout", "CHG-101 second look"]
+    assert history[-1]["by"] == "alice" and history[-1]["groups"] == ["edit"]
+
+
+def test_postgresql_jit_login_follows_its_window(plane: ControlPlane, env: LocalPostgres) -> None:
+    pg = env
+    apply(plane, "alice", obj("JitAccount", "alice-pg", jit_spec(project="pg", groups=["app_reader"])))
+    active = wait_phase(plane, "alice-pg", "Active")
+    creds = secret_data(plane, "alice", active["secretName"])
+    assert creds["username"] == "alice_jit" and pg.psql_login("alice_jit", creds["password"])
+    assert pg.member_of("alice_jit") == {"app_reader"}
+    wait_phase(plane, "alice-pg", "Disabled", timeout=120)
+    assert not pg.psql_login("alice_jit", creds["password"])  # the old password
+    with pg.admin() as conn:
+        row = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'alice_jit'").fetchone()
+    assert row is not None and row[0] is False  # NOLOGIN: no password works, the new random one included
+    plane.kubectl(
+        "alice",
+        "patch",
+        "jitaccount",
+        "alice-pg",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        '{"spec":{"reason":"CHG-102 data check","duration":"5m"}}',
+    )
+    generation = kubectl_json(plane, "admin", "get", "jitaccount", "alice-pg", "-n", NS)["metadata"][
+        "generation"
+    ]
+    again = wait_phase(plane, "alice-pg", "Active", generation=generation)
+    fresh = secret_data(plane, "alice", again["secretName"])["password"]
+    assert fresh != creds["password"] and pg.psql_login("alice_jit", fresh)
+    assert not pg.psql_login("alice_jit", creds["password"])
+    plane.kubectl("alice", "delete", "jitaccount", "alice-pg", "-n", NS, check=False)  # alice lacks delete
+    plane.kubectl("secadmin", "delete", "jitaccount", "alice-pg", "-n", NS)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with pg.admin() as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'alice_jit'").fetchone() is None:
+                break
+        time.sleep(0.3)
+    with pg.admin() as conn:
+        assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'alice_jit'").fetchone() is None
