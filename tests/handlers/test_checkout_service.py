@@ -152,7 +152,7 @@ async def test_expiry_fires_from_the_scheduler_and_rotates() -> None:
     w.create("a", "alice", duration="30s")
     status = await w.step("a")
     first = w.password()
-    assert w.scheduler.deadline(("checkout", f"{NS}/a")) is not None
+    assert w.scheduler.deadline(("checkouts", f"{NS}/a")) is not None
     w.clock.advance(seconds=31)
     runner = asyncio.create_task(w.scheduler.run())
     for _ in range(50):
@@ -211,7 +211,7 @@ async def test_a_failing_rotation_keeps_the_account_locked_and_is_retried() -> N
     status = await w.step("a")
     assert status["phase"] == "CheckinInProgress" and "connection refused" in status["rotation"]["lastError"]
     assert w.leases.held  # still locked
-    retry_at = w.scheduler.deadline(("checkout", f"{NS}/a"))
+    retry_at = w.scheduler.deadline(("checkouts", f"{NS}/a"))
     assert retry_at is not None and retry_at > w.clock.now
     status = await w.step("a")
     assert status["rotation"]["attempts"] == 2

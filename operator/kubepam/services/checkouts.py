@@ -10,16 +10,16 @@ held (locked) until its rotation is done.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from kubepam.adapters import postgres
-from kubepam.adapters.kube import KubeError, owner_reference
-from kubepam.adapters.leases import Hold
+from kubepam.adapters.events import Events
+from kubepam.adapters.kube import KubeError, Secrets, owner_reference
+from kubepam.adapters.leases import Hold, Leases
+from kubepam.adapters.rbac import Rbac
 from kubepam.domain.checkout import (
     FINAL,
     HOLDS_PRIVILEGE,
@@ -36,15 +36,15 @@ from kubepam.domain.checkout import (
 from kubepam.domain.conditions import Health, rfc3339
 from kubepam.domain.durations import parse_duration
 from kubepam.domain.kinds import API_VERSION
-from kubepam.domain.plans import Plan, status_patch
+from kubepam.domain.plans import Plan
 from kubepam.domain.policy import Capability, Policy, Request, Subject, evaluate
 from kubepam.domain.project import ProjectSpec
 from kubepam.services.accounts import Account, Accounts, find_account
+from kubepam.services.reconciler import ObjectReconciler, Objects
 from kubepam.services.scheduler import Scheduler
 
 log = logging.getLogger("kubepam.checkouts")
 PLURAL = "checkouts"
-BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class CheckoutDirectory(Protocol):
@@ -52,67 +52,6 @@ class CheckoutDirectory(Protocol):
     def project(self, namespace: str, name: str) -> ProjectSpec | None: ...
     def project_uid(self, namespace: str, name: str) -> str | None: ...
     def checkout_policy(self, namespace: str, project: str) -> CheckoutPolicySpec | None: ...
-
-
-class LeaseStore(Protocol):
-    async def acquire(
-        self, namespace: str, name: str, want: Hold, owner: dict[str, Any] | None = None
-    ) -> Hold: ...
-    async def holder(self, namespace: str, name: str) -> Hold | None: ...
-    async def update_expiry(self, namespace: str, name: str, hold: Hold) -> None: ...
-    async def release(self, namespace: str, name: str, uid: str) -> None: ...
-
-
-class Objects(Protocol):
-    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def patch_status(
-        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> None: ...
-
-
-class Recorder(Protocol):
-    async def emit(
-        self,
-        obj: Mapping[str, Any],
-        reason: str,
-        message: str,
-        *,
-        warning: bool = False,
-        audit: Mapping[str, Any] | None = None,
-    ) -> None: ...
-
-
-class Secrets(Protocol):
-    async def get(self, namespace: str, name: str) -> Any: ...
-    async def create(
-        self, namespace: str, name: str, data: Mapping[str, bytes], labels: Any = None, owner: Any = None
-    ) -> Any: ...
-    async def replace(
-        self,
-        namespace: str,
-        name: str,
-        data: Mapping[str, bytes],
-        resource_version: str,
-        labels: Any = None,
-        owner: Any = None,
-    ) -> Any: ...
-    async def delete(self, namespace: str, name: str) -> bool: ...
-
-
-class Rbac(Protocol):
-    async def grant_secret_read(
-        self, namespace: str, name: str, secret: str, user: str, owner: Mapping[str, Any]
-    ) -> None: ...
-    async def revoke_secret_read(self, namespace: str, name: str) -> None: ...
-    async def bind_cluster_roles(
-        self,
-        namespace: str,
-        name: str,
-        cluster_roles: Sequence[str],
-        subject: Mapping[str, str],
-        owner: Mapping[str, Any] | None,
-    ) -> None: ...
-    async def unbind(self, namespace: str, name: str, cluster_roles: Sequence[str]) -> None: ...
 
 
 def _ts(value: Any) -> datetime | None:
@@ -127,58 +66,30 @@ def health(phase: Phase, message: str) -> Plan:
     return Plan(Health.READY, phase.value, message)
 
 
-class CheckoutService:
+class CheckoutService(ObjectReconciler):
+    plural = PLURAL
+
     def __init__(
         self,
         directory: CheckoutDirectory,
         objects: Objects,
-        leases: LeaseStore,
+        leases: Leases,
         secrets: Secrets,
         rbac: Rbac,
         accounts: Accounts,
         scheduler: Scheduler,
-        events: Recorder,
+        events: Events,
         clock: Callable[[], datetime],
     ) -> None:
+        super().__init__(objects, scheduler, events, clock)
         self._dir = directory
-        self._objects = objects
         self._leases = leases
         self._secrets = secrets
         self._rbac = rbac
         self._accounts = accounts
-        self._scheduler = scheduler
-        self._events = events
-        self._clock = clock
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._attempts: dict[
-            str, int
-        ] = {}  # failed attempts per checkout, also when status cannot be written
-        self._notes: dict[str, list[tuple[Mapping[str, Any], str, str, bool, Mapping[str, Any] | None]]] = {}
 
-    # ----- entry points -------------------------------------------------------------------------
-    async def reconcile(self, namespace: str, name: str) -> None:
-        """Bring one Checkout forward as far as it can go now; schedule its next deadline or retry."""
-        key = f"{namespace}/{name}"
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            obj = await self._objects.get(PLURAL, namespace, name)
-            if obj is None:
-                self._scheduler.cancel(("checkout", key))
-                self._locks.pop(key, None)
-                return
-            try:
-                await self._step(obj)
-                self._attempts.pop(key, None)
-            except (postgres.BackendError, KubeError, RuntimeError) as exc:
-                self._notes.pop(key, None)  # nothing of a failed step is announced
-                latest = await self._objects.get(PLURAL, namespace, name)  # the step may have written intent
-                await self._failed(latest or obj, exc)
-
-    def wake(self, namespace: str, name: str, when: datetime) -> None:
-        async def run() -> None:
-            await self.reconcile(namespace, name)
-
-        self._scheduler.schedule(("checkout", f"{namespace}/{name}"), when, run)
+    def _health(self, status: Mapping[str, Any]) -> Plan:
+        return health(Phase(status.get("phase") or "Pending"), str(status.get("message") or ""))
 
     # ----- the state machine --------------------------------------------------------------------
     async def _step(self, obj: dict[str, Any]) -> None:
@@ -194,32 +105,7 @@ class CheckoutService:
             if not changes:
                 return
             obj = await self._write(obj, changes)
-            await self._flush(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
-
-    def _note(
-        self,
-        obj: Mapping[str, Any],
-        reason: str,
-        message: str,
-        *,
-        warning: bool = False,
-        audit: Mapping[str, Any] | None = None,
-    ) -> None:
-        """An Event and audit line for a step, posted once its status is written (never twice)."""
-        key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
-        self._notes.setdefault(key, []).append((obj, reason, message, warning, audit))
-
-    async def _flush(self, key: str) -> None:
-        for obj, reason, message, warning, audit in self._notes.pop(key, []):
-            await self._events.emit(obj, reason, message, warning=warning, audit=audit)
-
-    async def _write(self, obj: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-        meta = obj["metadata"]
-        status = {**(obj.get("status") or {}), **changes}
-        plan = health(Phase(status.get("phase") or "Pending"), str(status.get("message") or ""))
-        desired = status_patch(plan, obj.get("status"), int(meta.get("generation") or 0), self._clock()) or {}
-        await self._objects.patch_status(PLURAL, meta["namespace"], meta["name"], {**changes, **desired})
-        return {**obj, "status": {**status, **desired}}
+            await self._flush(obj)
 
     def _context(self, obj: Mapping[str, Any]) -> tuple[Account | None, CheckoutPolicySpec | None, str]:
         spec, ns = obj["spec"], obj["metadata"]["namespace"]
@@ -586,36 +472,24 @@ class CheckoutService:
             f"{spec['account']} checked in ({reason.value.lower()})",
             audit={"actor": spec["requester"], "account": spec["account"], "why": reason.value},
         )
-        self._scheduler.cancel(("checkout", f"{ns}/{meta['name']}"))
+        self.forget(ns, meta["name"])
         return {"phase": final.value, "message": f"checked in ({reason.value.lower()})"}
 
-    async def _failed(self, obj: dict[str, Any], exc: Exception) -> None:
-        meta, status = obj["metadata"], obj.get("status") or {}
+    async def _record_failure(self, obj: dict[str, Any], message: str, attempts: int, delay: float) -> None:
+        status = obj.get("status") or {}
         rotation = dict(status.get("rotation") or {})
-        key = f"{meta['namespace']}/{meta['name']}"
-        attempts = max(int(rotation.get("attempts") or 0), self._attempts.get(key, 0)) + 1
-        self._attempts[key] = attempts
-        delay = BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
-        message = f"{type(exc).__name__}: {exc}"[:500]
-        log.warning(
-            "checkout %s/%s: %s (attempt %d, retrying in %ss)",
-            meta["namespace"],
-            meta["name"],
-            message,
-            attempts,
-            delay,
-        )
         changes: dict[str, Any] = {"message": f"retrying in {delay:.0f}s: {message}"}
         phase = Phase(status.get("phase") or "Pending")
         if phase is Phase.CHECKIN:
-            changes["rotation"] = {**rotation, "attempts": attempts, "lastError": message}
+            changes["rotation"] = {
+                **rotation,
+                "attempts": max(attempts, int(rotation.get("attempts") or 0) + 1),
+                "lastError": message,
+            }
         elif phase is Phase.ACTIVE:
-            changes["elevation"] = {**(status.get("elevation") or {}), "lastError": message}
-            changes["rotation"] = {**rotation, "attempts": attempts}
-        await self._events.emit(obj, "RetryScheduled", message, warning=True)
-        with contextlib.suppress(KubeError):  # the retry below happens whether or not status could be written
-            await self._write(obj, changes)
-        self.wake(meta["namespace"], meta["name"], self._clock() + timedelta(seconds=delay))
+            elevation = dict(status.get("elevation") or {})
+            changes["elevation"] = {**elevation, "lastError": message, "attempts": attempts}
+        await self._write(obj, changes)
 
     async def abandoned(self, obj: Mapping[str, Any]) -> None:
         """A Checkout deleted while it held its account: clean up as a forced check-in would."""

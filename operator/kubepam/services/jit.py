@@ -7,42 +7,35 @@ Every step posts an Event and one audit log line; the window's end is a deadline
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets as random
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from kubepam.adapters import postgres
-from kubepam.adapters.kube import KubeError, owner_reference
+from kubepam.adapters.events import Events
+from kubepam.adapters.kube import Secrets, owner_reference
+from kubepam.adapters.rbac import Rbac
+from kubepam.adapters.serviceaccounts import ServiceAccounts
 from kubepam.domain import jit
 from kubepam.domain.conditions import Health, rfc3339
 from kubepam.domain.errors import SpecError
 from kubepam.domain.kinds import API_VERSION
-from kubepam.domain.plans import Plan, status_patch
+from kubepam.domain.plans import Plan
 from kubepam.domain.project import ProjectSpec
 from kubepam.services.accounts import Accounts
-from kubepam.services.checkouts import Objects, Rbac, Recorder, Secrets
+from kubepam.services.reconciler import ObjectReconciler, Objects
 from kubepam.services.scheduler import Scheduler
 
 log = logging.getLogger("kubepam.jit")
 PLURAL = "jitaccounts"
 CHANGED_BY = "kubepam.io/changed-by"
 CHANGED_BY_GROUPS = "kubepam.io/changed-by-groups"
-BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
 class Directory(Protocol):
     def project(self, namespace: str, name: str) -> ProjectSpec | None: ...
-
-
-class ServiceAccountStore(Protocol):
-    async def ensure(
-        self, namespace: str, name: str, owner: Mapping[str, Any], labels: Mapping[str, str]
-    ) -> str: ...
-    async def delete(self, namespace: str, name: str) -> None: ...
-    async def token(self, namespace: str, name: str, seconds: int) -> tuple[str, str]: ...
 
 
 def _ts(value: Any) -> datetime | None:
@@ -57,49 +50,33 @@ def _health(phase: str, message: str) -> Plan:
     return Plan(Health.READY, phase, message)
 
 
-class JitService:
+class JitService(ObjectReconciler):
+    plural = PLURAL
+
     def __init__(
         self,
         directory: Directory,
         objects: Objects,
-        service_accounts: ServiceAccountStore,
+        service_accounts: ServiceAccounts,
         secrets: Secrets,
         rbac: Rbac,
         accounts: Accounts,
         scheduler: Scheduler,
-        events: Recorder,
+        events: Events,
         clock: Callable[[], datetime],
     ) -> None:
+        super().__init__(objects, scheduler, events, clock)
         self._dir = directory
-        self._objects = objects
         self._sas = service_accounts
         self._secrets = secrets
         self._rbac = rbac
         self._accounts = accounts
-        self._scheduler = scheduler
-        self._events = events
-        self._clock = clock
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._attempts: dict[str, int] = {}
 
-    # ----- entry points -------------------------------------------------------------------------
-    async def reconcile(self, namespace: str, name: str) -> None:
-        key = f"{namespace}/{name}"
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            obj = await self._objects.get(PLURAL, namespace, name)
-            if obj is None or (obj["metadata"].get("deletionTimestamp")):
-                return
-            try:
-                await self._step(obj)
-                self._attempts.pop(key, None)
-            except (postgres.BackendError, KubeError, RuntimeError) as exc:
-                attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
-                delay = BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
-                log.warning("jit account %s: %s (attempt %d, retrying in %ss)", key, exc, attempts, delay)
-                await self._events.emit(
-                    obj, "RetryScheduled", f"{type(exc).__name__}: {exc}"[:500], warning=True
-                )
-                self._wake(namespace, name, self._clock() + timedelta(seconds=delay))
+    def _health(self, status: Mapping[str, Any]) -> Plan:
+        return _health(str(status.get("phase") or "Pending"), str(status.get("message") or ""))
+
+    async def _record_failure(self, obj: dict[str, Any], message: str, attempts: int, delay: float) -> None:
+        await self._write(obj, {"message": f"retrying in {delay:.0f}s (attempt {attempts}): {message}"})
 
     async def remove(self, obj: Mapping[str, Any]) -> None:
         """The JitAccount is being deleted: take the account out of its backend (finalizer)."""
@@ -107,7 +84,7 @@ class JitService:
         account = jit.account_name(obj["spec"])
         if settings is not None:
             await self._disable(obj, settings, account, drop=True)
-        self._scheduler.cancel(("jit", f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"))
+        self.forget(obj["metadata"]["namespace"], obj["metadata"]["name"])
         await self._events.emit(
             obj,
             "Removed",
@@ -119,12 +96,6 @@ class JitService:
             },
         )
 
-    def _wake(self, namespace: str, name: str, when: datetime) -> None:
-        async def run() -> None:
-            await self.reconcile(namespace, name)
-
-        self._scheduler.schedule(("jit", f"{namespace}/{name}"), when, run)
-
     # ----- steps --------------------------------------------------------------------------------
     def _settings(self, obj: Mapping[str, Any]) -> tuple[jit.JitSettings | None, str]:
         ns, project_name = obj["metadata"]["namespace"], obj["spec"].get("project", "")
@@ -135,13 +106,6 @@ class JitService:
             return jit.parse_settings(project.jit, ns), ""
         except SpecError as exc:
             return None, "; ".join(exc.problems)
-
-    async def _write(self, obj: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
-        meta = obj["metadata"]
-        status = {**(obj.get("status") or {}), **changes}
-        plan = _health(str(status.get("phase") or "Pending"), str(status.get("message") or ""))
-        desired = status_patch(plan, obj.get("status"), int(meta.get("generation") or 0), self._clock()) or {}
-        await self._objects.patch_status(PLURAL, meta["namespace"], meta["name"], {**changes, **desired})
 
     async def _step(self, obj: dict[str, Any]) -> None:
         meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
@@ -217,7 +181,7 @@ class JitService:
                     "account": request.account,
                 },
             )
-            self._wake(meta["namespace"], meta["name"], window.end)
+            self.wake(meta["namespace"], meta["name"], window.end)
             return
         if phase == "Active":
             expires = _ts(status.get("expiresAt"))
@@ -245,7 +209,7 @@ class JitService:
                     },
                 )
             elif expires is not None:
-                self._wake(meta["namespace"], meta["name"], expires)
+                self.wake(meta["namespace"], meta["name"], expires)
 
     def _owner(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]

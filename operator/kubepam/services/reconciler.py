@@ -1,0 +1,132 @@
+"""What checkouts and JIT accounts share: work serialised per object, status written with kstatus
+health, events posted only once a step's status is written, and failures retried through the one
+scheduler with capped backoff (attempts counted in memory too, for when status cannot be written)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from kubepam.adapters import postgres
+from kubepam.adapters.events import Events
+from kubepam.adapters.kube import KubeError
+from kubepam.domain.plans import Plan, status_patch
+from kubepam.services.scheduler import Scheduler
+
+BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+RETRYABLE = (postgres.BackendError, KubeError, RuntimeError)
+
+log = logging.getLogger("kubepam.reconciler")
+
+
+class Objects(Protocol):
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None: ...
+
+
+def key_of(obj: Mapping[str, Any]) -> str:
+    return f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+
+
+class ObjectReconciler:
+    plural = ""
+
+    def __init__(
+        self, objects: Objects, scheduler: Scheduler, events: Events, clock: Callable[[], datetime]
+    ) -> None:
+        self._objects = objects
+        self._scheduler = scheduler
+        self._events = events
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._attempts: dict[str, int] = {}
+        self._notes: dict[str, list[tuple[Mapping[str, Any], str, str, bool, Mapping[str, Any] | None]]] = {}
+
+    # ----- to be provided by each kind ----------------------------------------------------------
+    async def _step(self, obj: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _health(self, status: Mapping[str, Any]) -> Plan:
+        raise NotImplementedError
+
+    async def _record_failure(self, obj: dict[str, Any], message: str, attempts: int, delay: float) -> None:
+        """Put the failure into the object's status (each kind knows where it belongs)."""
+
+    # ----- shared machinery ---------------------------------------------------------------------
+    async def reconcile(self, namespace: str, name: str) -> None:
+        """Bring one object forward as far as it can go now; its next deadline or retry is scheduled."""
+        key = f"{namespace}/{name}"
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            obj = await self._objects.get(self.plural, namespace, name)
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                if obj is None:
+                    self._scheduler.cancel((self.plural, key))
+                    self._locks.pop(key, None)
+                return
+            try:
+                await self._step(obj)
+                self._attempts.pop(key, None)
+            except RETRYABLE as exc:
+                self._notes.pop(key, None)  # nothing of a failed step is announced
+                latest = await self._objects.get(
+                    self.plural, namespace, name
+                )  # the step may have written intent
+                await self._failed(latest or obj, exc)
+
+    def wake(self, namespace: str, name: str, when: datetime) -> None:
+        async def run() -> None:
+            await self.reconcile(namespace, name)
+
+        self._scheduler.schedule((self.plural, f"{namespace}/{name}"), when, run)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._scheduler.cancel((self.plural, f"{namespace}/{name}"))
+
+    async def _write(self, obj: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch ``changes`` into status with consistent conditions; returns the object as written."""
+        meta = obj["metadata"]
+        status = {**(obj.get("status") or {}), **changes}
+        desired = (
+            status_patch(
+                self._health(status), obj.get("status"), int(meta.get("generation") or 0), self._clock()
+            )
+            or {}
+        )
+        await self._objects.patch_status(self.plural, meta["namespace"], meta["name"], {**changes, **desired})
+        return {**obj, "status": {**status, **desired}}
+
+    def _note(
+        self,
+        obj: Mapping[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        audit: Mapping[str, Any] | None = None,
+    ) -> None:
+        """An Event and audit line for a step, posted once its status is written (never twice)."""
+        self._notes.setdefault(key_of(obj), []).append((obj, reason, message, warning, audit))
+
+    async def _flush(self, obj: Mapping[str, Any]) -> None:
+        for target, reason, message, warning, audit in self._notes.pop(key_of(obj), []):
+            await self._events.emit(target, reason, message, warning=warning, audit=audit)
+
+    async def _failed(self, obj: dict[str, Any], exc: Exception) -> None:
+        key = key_of(obj)
+        attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
+        delay = BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("%s %s: %s (attempt %d, retrying in %ss)", self.plural, key, message, attempts, delay)
+        await self._events.emit(obj, "RetryScheduled", message, warning=True)
+        try:
+            await self._record_failure(obj, message, attempts, delay)
+        except KubeError as write_error:  # the retry below happens whether or not status could be written
+            log.warning("%s %s: could not record the failure: %s", self.plural, key, write_error)
+        self.wake(
+            obj["metadata"]["namespace"], obj["metadata"]["name"], self._clock() + timedelta(seconds=delay)
+        )
