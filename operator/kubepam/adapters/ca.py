@@ -96,23 +96,19 @@ class CAKeys:
         return "SHA256:" + self.x509_cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
-def new_ca(generation: int, key_type: str, common_name: str, now: datetime) -> CAKeys:
-    ssh_key, x509_key = generate_key(key_type), generate_key(key_type)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kubepam"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-    public = x509_key.public_key()
-    cert = (
+def self_signed_ca(
+    key: PrivateKey, name: x509.Name, not_before: datetime, not_after: datetime
+) -> x509.Certificate:
+    """A CA certificate for ``key``: path length 0, signing certificates and CRLs only."""
+    public = key.public_key()
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + CA_LIFETIME)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -129,8 +125,19 @@ def new_ca(generation: int, key_type: str, common_name: str, now: datetime) -> C
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(x509_key, _hash_for(x509_key))
+        .sign(key, _hash_for(key))
     )
+
+
+def new_ca(generation: int, key_type: str, common_name: str, now: datetime) -> CAKeys:
+    ssh_key, x509_key = generate_key(key_type), generate_key(key_type)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kubepam"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    cert = self_signed_ca(x509_key, name, now - timedelta(minutes=5), now + CA_LIFETIME)
     return CAKeys(generation, key_type, ssh_key, x509_key, cert)
 
 

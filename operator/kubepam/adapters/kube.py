@@ -85,7 +85,7 @@ def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[st
     }
 
 
-class _DataObjects:
+class DataObjects:
     """Get, create, replace (conditional on resourceVersion) and delete Secrets or ConfigMaps by name."""
 
     kind = ""
@@ -171,7 +171,7 @@ class _DataObjects:
         return True
 
 
-class Secrets(_DataObjects):
+class Secrets(DataObjects):
     kind = "Secret"
 
     def _encode(self, data: Mapping[str, bytes]) -> dict[str, str]:
@@ -181,7 +181,7 @@ class Secrets(_DataObjects):
         return {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
 
 
-class ConfigMaps(_DataObjects):
+class ConfigMaps(DataObjects):
     kind = "ConfigMap"
 
     def _encode(self, data: Mapping[str, bytes]) -> dict[str, str]:

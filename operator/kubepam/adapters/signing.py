@@ -13,33 +13,18 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from kubepam.adapters.kube import KubeError, SecretData
+from kubepam.adapters.kube import KubeError, Secrets
 from kubepam.domain import keyring
 from kubepam.domain.keyring import KeyRecord
 
 DATA_KEY = "keys.json"
 LABELS = {"app.kubernetes.io/name": "kubepam", "kubepam.io/purpose": "signing-keys"}
-
-
-class SecretStore(Protocol):
-    async def get(self, namespace: str, name: str) -> SecretData | None: ...
-    async def create(
-        self, namespace: str, name: str, data: Mapping[str, bytes], labels: Mapping[str, str] | None = None
-    ) -> SecretData: ...
-    async def replace(
-        self,
-        namespace: str,
-        name: str,
-        data: Mapping[str, bytes],
-        resource_version: str,
-        labels: Mapping[str, str] | None = None,
-    ) -> SecretData: ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +89,7 @@ class SigningKeys:
 
     def __init__(
         self,
-        store: SecretStore,
+        store: Secrets,
         namespace: str,
         name: str,
         *,

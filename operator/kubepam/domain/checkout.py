@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kubepam.domain.durations import format_duration, parse_duration
+from kubepam.domain.durations import duration_field, format_duration
 from kubepam.domain.errors import SpecError
 
 MIN_DURATION = timedelta(seconds=10)
@@ -90,11 +90,7 @@ def parse_checkout_policy(spec: Mapping[str, Any]) -> CheckoutPolicySpec:
     problems: list[str] = []
 
     def duration(raw: Any, default: str, path: str) -> timedelta:
-        try:
-            return parse_duration(raw if raw is not None else default)
-        except ValueError as exc:
-            problems.append(f"{path}: {exc}")
-            return parse_duration(default)
+        return duration_field(raw, default, path, problems)
 
     rotation = spec.get("rotation") or {}
     elevation = spec.get("elevation") or {}

@@ -21,6 +21,15 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def duration_field(raw: object, default: str, path: str, problems: list[str]) -> timedelta:
+    """A spec field's duration (``default`` when absent); a bad value is reported under ``path``."""
+    try:
+        return parse_duration(raw if isinstance(raw, str) else default)
+    except ValueError as exc:
+        problems.append(f"{path}: {exc}")
+        return parse_duration(default)
+
+
 def format_duration(delta: timedelta) -> str:
     """Render a timedelta the way people write durations: 1h30m, 3m, 45s."""
     total = int(delta.total_seconds())

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from kubepam.domain.durations import parse_duration
+from kubepam.domain.durations import duration_field
 from kubepam.domain.errors import SpecError
 from kubepam.domain.policy import Limits
 
@@ -40,11 +40,7 @@ def parse_project(spec: Mapping[str, Any]) -> ProjectSpec:
     enrollment = spec.get("enrollment") or {}
 
     def duration(raw: Any, default: str, path: str) -> timedelta:
-        try:
-            return parse_duration(raw if raw is not None else default)
-        except ValueError as exc:
-            problems.append(f"{path}: {exc}")
-            return parse_duration(default)
+        return duration_field(raw, default, path, problems)
 
     default_ttl = duration(certs.get("defaultTTL"), "3m", "spec.certificates.defaultTTL")
     max_ttl = duration(certs.get("maxTTL"), "1h", "spec.certificates.maxTTL")

@@ -13,10 +13,10 @@ from kubepam.adapters.kube import KubeError
 from kubepam.domain.conditions import Health
 from kubepam.domain.errors import SpecError
 from kubepam.domain.kinds import GROUP, VERSION
-from kubepam.domain.plans import Plan, invalid, status_patch
+from kubepam.domain.plans import Plan, invalid
 from kubepam.domain.project import ProjectSpec, parse_project
 from kubepam.handlers.runtime import Runtime, runtime
-from kubepam.handlers.status import apply_plan, ref
+from kubepam.handlers.status import apply_plan, ref, refresh_status
 from kubepam.services.projects import publish_jit_settings
 
 PLURAL = "projects"
@@ -65,15 +65,13 @@ def schedule_ca_change(rt: Runtime, namespace: str, name: str, when: Any) -> Non
     """At the end of a rotation overlap, drop the previous CA and republish (outside kopf's handlers)."""
 
     async def retire() -> None:
-        obj = await rt.objects.get(PLURAL, namespace, name)
-        if obj is None:
-            return
-        plan = await plan_project(rt, obj.get("metadata") or {}, obj.get("spec") or {})
-        desired = status_patch(
-            plan, obj.get("status"), int((obj.get("metadata") or {}).get("generation") or 0), rt.clock()
+        await refresh_status(
+            rt.objects,
+            PLURAL,
+            namespace,
+            name,
+            lambda obj: plan_project(rt, obj.get("metadata") or {}, obj.get("spec") or {}),
         )
-        if desired is not None:
-            await rt.objects.patch_status(PLURAL, namespace, name, desired)
 
     rt.scheduler.schedule(("ca", namespace, name), when, retire)
 

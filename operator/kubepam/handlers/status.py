@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -28,6 +28,30 @@ def ref(meta: Mapping[str, Any]) -> Ref:
     return Ref(
         str(meta.get("namespace") or ""), str(meta.get("name") or ""), int(meta.get("generation") or 0)
     )
+
+
+class StatusObjects(Protocol):
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None: ...
+
+
+async def refresh_status(
+    objects: StatusObjects,
+    plural: str,
+    namespace: str,
+    name: str,
+    plan_of: Callable[[dict[str, Any]], Awaitable[Plan]],
+) -> None:
+    """Outside kopf's handlers (scheduled work): read the object, plan, and write only what differs."""
+    obj = await objects.get(plural, namespace, name)
+    if obj is None:
+        return
+    plan = await plan_of(obj)
+    desired = status_patch(plan, obj.get("status"), ref(obj.get("metadata") or {}).generation, utcnow())
+    if desired is not None:
+        await objects.patch_status(plural, namespace, name, desired)
 
 
 def apply_plan(

@@ -13,10 +13,10 @@ import kopf
 
 from kubepam.adapters.jwks import JwksFetchError
 from kubepam.domain.kinds import GROUP, VERSION
-from kubepam.domain.plans import KeysObserved, plan_connection, status_patch
+from kubepam.domain.plans import KeysObserved, Plan, plan_connection
 from kubepam.handlers.directory import connection_entry, forget_connection
 from kubepam.handlers.runtime import Runtime, runtime
-from kubepam.handlers.status import apply_plan, ref
+from kubepam.handlers.status import apply_plan, ref, refresh_status
 from kubepam.services.workload_identity import ConnectionEntry
 
 PLURAL = "workloadconnections"
@@ -82,20 +82,12 @@ def schedule_refresh(rt: Runtime, url: str) -> None:
 
 
 async def _write_status(rt: Runtime, namespace: str, name: str) -> None:
-    obj = await rt.objects.get(PLURAL, namespace, name)
-    if obj is None:
-        return
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    meta = obj.get("metadata") or {}
-    entry = connection_entry(namespace, name, int(meta.get("generation") or 0), spec, status)
-    desired = status_patch(
-        plan_connection(spec, status, _observed(rt, entry)),
-        status,
-        int(meta.get("generation") or 0),
-        rt.clock(),
-    )
-    if desired is not None:
-        await rt.objects.patch_status(PLURAL, namespace, name, desired)
+    async def plan_of(obj: dict[str, Any]) -> Plan:
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        entry = connection_entry(namespace, name, ref(obj.get("metadata") or {}).generation, spec, status)
+        return plan_connection(spec, status, _observed(rt, entry))
+
+    await refresh_status(rt.objects, PLURAL, namespace, name, plan_of)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

@@ -13,10 +13,10 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from kubepam.adapters.ca import CAKeys, decode_ring, encode_ring, new_ca, with_retirement
-from kubepam.adapters.kube import KubeError, SecretData, owner_reference
+from kubepam.adapters.kube import DataObjects, KubeError, SecretData, owner_reference
 from kubepam.domain.conditions import rfc3339
 from kubepam.domain.kinds import API_VERSION
 from kubepam.domain.project import ProjectSpec, plan_ca
@@ -25,26 +25,7 @@ RING_KEY = "ca.json"
 LABELS = {"app.kubernetes.io/managed-by": "kubepam"}
 
 
-class DataStore(Protocol):
-    async def get(self, namespace: str, name: str) -> SecretData | None: ...
-    async def create(
-        self,
-        namespace: str,
-        name: str,
-        data: Mapping[str, bytes],
-        labels: Mapping[str, str] | None = None,
-        owner: Mapping[str, Any] | None = None,
-    ) -> SecretData: ...
-    async def replace(
-        self,
-        namespace: str,
-        name: str,
-        data: Mapping[str, bytes],
-        resource_version: str,
-        labels: Mapping[str, str] | None = None,
-        owner: Mapping[str, Any] | None = None,
-    ) -> SecretData: ...
-    async def delete(self, namespace: str, name: str) -> bool: ...
+DataStore = DataObjects  # Secrets or ConfigMaps
 
 
 def ca_secret_name(project: str) -> str:
