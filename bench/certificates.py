@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, SSHCertificateType  # noqa: E402
 
+from common import operator_on_control_plane, pct  # noqa: E402
 from kubepam.domain.certificates import STANDARD_EXTENSIONS  # noqa: E402
 from kubepam.domain.policy import ServerView, Subject, parse_policy  # noqa: E402
 from kubepam.domain.project import parse_project  # noqa: E402
@@ -141,17 +141,9 @@ def in_process(n: int) -> tuple[float, float, float]:
 def on_control_plane(requests: int, per_second: float) -> list[float]:
     import kubernetes
 
-    from kubepam.dev.cluster import ControlPlane, ensure_binaries
-    from kubepam.dev.install import install
-    from tests.e2e.harness import OperatorProcess, apply, team_namespace, wait_for
+    from tests.e2e.harness import apply, team_namespace, wait_for
 
-    work = Path(tempfile.mkdtemp(prefix="kubepam-bench-"))
-    plane = ControlPlane(state_dir=work / "cp", bin_dir=ensure_binaries())
-    plane.start()
-    operator = OperatorProcess(plane, work / "operator.log")
-    try:
-        install(lambda *a, **kw: plane.kubectl("admin", *a, **kw))
-        operator.start()
+    with operator_on_control_plane("certificates") as (plane, _operator, _work):
         ns = team_namespace(plane, "bench")
 
         def meta(kind: str, name: str) -> dict[str, Any]:
@@ -219,14 +211,6 @@ def on_control_plane(requests: int, per_second: float) -> list[float]:
             time.sleep(max(0.0, created[name] + 1 / per_second - time.perf_counter()))
         done.wait(timeout=120)
         return [issued[n] - created[n] for n in created if n in issued]
-    finally:
-        operator.stop()
-        plane.stop()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def main() -> None:

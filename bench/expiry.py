@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +28,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 import kubernetes  # noqa: E402
 
-from kubepam.dev.cluster import ControlPlane, ensure_binaries  # noqa: E402
-from kubepam.dev.install import install  # noqa: E402
-from tests.e2e.harness import OperatorProcess, apply, team_namespace, wait_for  # noqa: E402
+from common import operator_on_control_plane, pct  # noqa: E402
+from kubepam.dev.cluster import ControlPlane  # noqa: E402
+from tests.e2e.harness import apply, team_namespace, wait_for  # noqa: E402
 
 NS = "bench"
 PER_PROJECT = 250
@@ -40,11 +39,6 @@ PER_PROJECT = 250
 def _wait_until(condition: Any, until: float) -> None:
     while not condition() and time.time() < until:
         time.sleep(0.2)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def setup(plane: ControlPlane, count: int) -> list[tuple[str, str]]:
@@ -90,13 +84,7 @@ def setup(plane: ControlPlane, count: int) -> list[tuple[str, str]]:
 
 
 def run(count: int, spread: float, lead: float) -> tuple[list[float], list[float], float]:
-    work = Path(tempfile.mkdtemp(prefix="kubepam-bench-expiry-"))
-    plane = ControlPlane(state_dir=work / "cp", bin_dir=ensure_binaries())
-    plane.start()
-    operator = OperatorProcess(plane, work / "operator.log")
-    try:
-        install(lambda *a, **kw: plane.kubectl("admin", *a, **kw))
-        operator.start()
+    with operator_on_control_plane("expiry") as (plane, _operator, _work):
         accounts = setup(plane, count)
         client = kubernetes.config.new_client_from_config(str(plane.kubeconfig("alice")))
         api = kubernetes.client.CustomObjectsApi(client)
@@ -176,9 +164,6 @@ def run(count: int, spread: float, lead: float) -> tuple[list[float], list[float
         done.wait(timeout=lead + spread + 300)
         ours = [expired[n] - deadlines[n] for n in expired if n in deadlines]
         return ours, floor_lateness, created_in
-    finally:
-        operator.stop()
-        plane.stop()
 
 
 def main() -> None:
