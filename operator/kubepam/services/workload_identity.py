@@ -22,7 +22,6 @@ from kubepam.domain.connection import Connection, Phase
 from kubepam.domain.oauth import OAuthError
 from kubepam.domain.roles import Role, matching_roles, trace_role
 
-MAX_FORM_FIELD = 64 * 1024
 
 
 @dataclass(frozen=True)
