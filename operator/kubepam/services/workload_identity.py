@@ -23,7 +23,6 @@ from kubepam.domain.oauth import OAuthError
 from kubepam.domain.roles import Role, matching_roles, trace_role
 
 
-
 @dataclass(frozen=True)
 class ConnectionEntry:
     """One WorkloadConnection as the broker sees it."""
