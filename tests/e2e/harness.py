@@ -122,13 +122,21 @@ def team_namespace(plane: ControlPlane, name: str) -> str:
     return name
 
 
-def post_form(url: str, fields: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(
-        url,
-        data=urllib.parse.urlencode(fields).encode(),
-        method="POST",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
+def post(
+    url: str,
+    *,
+    form: dict[str, str] | None = None,
+    body: dict[str, Any] | None = None,
+    bearer: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """POST a form or a JSON body to the broker; returns (status, JSON answer) for errors too."""
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded" if form is not None else "application/json"
+    }
+    if bearer is not None:
+        headers["Authorization"] = f"Bearer {bearer}"
+    data = urllib.parse.urlencode(form).encode() if form is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -136,12 +144,27 @@ def post_form(url: str, fields: dict[str, str]) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
+def postgres_admin_secret(plane: ControlPlane, namespace: str, password: str) -> None:
+    """The Secret through which the operator reaches a test PostgreSQL as its superuser."""
+    plane.kubectl(
+        "admin",
+        "create",
+        "secret",
+        "generic",
+        "pg-admin",
+        "-n",
+        namespace,
+        "--from-literal=username=postgres",
+        f"--from-literal=password={password}",
+    )
+
+
 def exchange(
     op: OperatorProcess, namespace: str, conn: str, token: str, path: str = "/v1/token"
 ) -> tuple[int, dict[str, Any]]:
-    return post_form(
+    return post(
         op.url + path,
-        {
+        form={
             "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
             "subject_token": token,
             "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",

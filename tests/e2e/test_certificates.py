@@ -5,12 +5,9 @@ the CA survives an operator restart; during a rotation both CAs are trusted; enr
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +25,7 @@ from tests.e2e.harness import (
     apply,
     exchange_until,
     kubectl_json,
+    post,
     promote,
     team_namespace,
     wait_for,
@@ -346,17 +344,7 @@ def _workload_token(plane: ControlPlane, operator: OperatorProcess) -> str:
 
 
 def sign(operator: OperatorProcess, bearer: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(
-        operator.url + "/v1/ssh/sign",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {bearer}"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return post(operator.url + "/v1/ssh/sign", body=body, bearer=bearer)
 
 
 def test_a_workloads_certificate_is_for_wl_role_and_logs_in(
@@ -507,17 +495,7 @@ def test_during_a_rotation_both_cas_are_trusted_then_the_old_one_goes(
 
 
 def _enroll(operator: OperatorProcess, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(
-        operator.url + "/v1/enroll",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return post(operator.url + "/v1/enroll", body=body)
 
 
 def test_enrollment_trades_a_token_for_a_server_and_the_ca(

@@ -20,7 +20,14 @@ import pytest
 
 from kubepam.dev.cluster import ControlPlane
 from kubepam.domain.checkout import object_name
-from tests.e2e.harness import OperatorProcess, apply, kubectl_json, team_namespace, wait_for
+from tests.e2e.harness import (
+    OperatorProcess,
+    apply,
+    kubectl_json,
+    postgres_admin_secret,
+    team_namespace,
+    wait_for,
+)
 from tests.postgres import LocalPostgres
 
 NS = "accounts"
@@ -45,17 +52,7 @@ def pg(plane: ControlPlane, operator: OperatorProcess) -> Iterator[LocalPostgres
     server.sql(f"CREATE ROLE {ACCOUNT} LOGIN PASSWORD 'set-by-the-dba'")
     server.sql("CREATE ROLE app_owner NOLOGIN")
     team_namespace(plane, NS)
-    plane.kubectl(
-        "admin",
-        "create",
-        "secret",
-        "generic",
-        "pg-admin",
-        "-n",
-        NS,
-        "--from-literal=username=postgres",
-        f"--from-literal=password={server.password}",
-    )
+    postgres_admin_secret(plane, NS, server.password)
     apply(
         plane,
         "devops",

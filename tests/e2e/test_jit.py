@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from kubepam.dev.cluster import ControlPlane
-from tests.e2e.harness import OperatorProcess, apply, kubectl_json, team_namespace, wait_for
+from tests.e2e.harness import (
+    OperatorProcess,
+    apply,
+    kubectl_json,
+    postgres_admin_secret,
+    team_namespace,
+    wait_for,
+)
 from tests.postgres import LocalPostgres
 
 NS = "jit"
@@ -51,17 +58,7 @@ def env(plane: ControlPlane, operator: OperatorProcess) -> Iterator[LocalPostgre
     pg.sql("CREATE ROLE app_reader NOLOGIN")
     for ns in (NS, TARGET, ELSEWHERE):
         team_namespace(plane, ns)
-    plane.kubectl(
-        "admin",
-        "create",
-        "secret",
-        "generic",
-        "pg-admin",
-        "-n",
-        NS,
-        "--from-literal=username=postgres",
-        f"--from-literal=password={pg.password}",
-    )
+    postgres_admin_secret(plane, NS, pg.password)
     apply(
         plane,
         "devops",
