@@ -219,3 +219,30 @@ async def test_a_failing_rotation_keeps_the_account_locked_and_is_retried() -> N
     status = await w.step("a")
     assert status["phase"] == "Expired" and not w.leases.held and len(calls) == 2
     assert sum(1 for _, r, _ in w.events.seen if r == "RetryScheduled") == 2
+
+
+async def test_a_missing_project_is_waited_for_then_reported() -> None:
+    w = World()
+    w.objects.add(
+        "checkouts",
+        {
+            "metadata": {
+                "name": "early",
+                "namespace": NS,
+                "creationTimestamp": w.clock.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+            "spec": {
+                "project": "later",
+                "account": "admin",
+                "requester": "alice",
+                "groups": ["users"],
+                "reason": "r",
+            },
+        },
+    )
+    status = await w.step("early")
+    assert "phase" not in status and status["message"] == "waiting: no Project team/later"
+    assert w.scheduler.deadline(("checkouts", f"{NS}/early")) is not None  # looks again shortly
+    w.clock.advance(seconds=61)  # applied together would have arrived by now: the denial is final
+    status = await w.step("early")
+    assert status["phase"] == "Denied" and status["message"] == "no Project team/later"

@@ -115,4 +115,13 @@ async def test_issuer_signs_with_the_current_ca_or_denies_with_the_reason() -> N
     workload = issuer.workload_ssh("ns", "deployer", spec, "jti-123")
     assert isinstance(workload, Issued) and workload.principals == ("wl_deployer",)
     missing = issuer.ssh("ns", "req4", {**spec, "project": "nope"}, Subject("alice", frozenset({"dev"})))
-    assert isinstance(missing, Denied) and "no Project ns/nope" in missing.reason
+    assert (
+        isinstance(missing, Denied) and "no Project ns/nope" in missing.reason and missing.missing_reference
+    )
+    no_server = issuer.ssh("ns", "req5", {**spec, "server": "gone"}, Subject("alice", frozenset({"dev"})))
+    assert (
+        isinstance(no_server, Denied)
+        and no_server.missing_reference
+        and "no Server ns/gone" in no_server.reason
+    )
+    assert not denied.missing_reference  # a policy denial is final at once

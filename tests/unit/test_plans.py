@@ -60,3 +60,13 @@ def test_status_patch_is_none_when_nothing_changes() -> None:
     assert first is not None and first["observedGeneration"] == 1
     assert status_patch(plan, first, 1, T0) is None
     assert status_patch(plan, first, 2, T0) is not None  # a new generation is always acknowledged
+
+
+def test_references_are_waited_for_only_during_the_grace() -> None:
+    from datetime import timedelta
+
+    from kubepam.domain.plans import REFERENCE_GRACE, settling
+
+    assert settling(T0, T0 + timedelta(seconds=59))
+    assert not settling(T0, T0 + REFERENCE_GRACE)
+    assert not settling(None, T0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kubepam.domain.conditions import Health, health_conditions, rfc3339, same_conditions
@@ -18,6 +18,14 @@ from kubepam.domain.errors import SpecError
 from kubepam.domain.policy import parse_policy
 from kubepam.domain.roles import parse_role
 from kubepam.domain.validation import VALIDATORS
+
+REFERENCE_GRACE = timedelta(seconds=60)
+
+
+def settling(created: datetime | None, now: datetime) -> bool:
+    """Objects applied together (kubectl apply -f DIR, GitOps) arrive in any order: a reference to an
+    object not seen yet is waited for during this grace, and only then reported as final."""
+    return created is not None and now - created < REFERENCE_GRACE
 
 
 @dataclass(frozen=True)

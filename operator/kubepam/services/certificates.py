@@ -59,13 +59,18 @@ class Issued:
 @dataclass(frozen=True)
 class Denied:
     reason: str
+    missing_reference: bool = False  # a Project or Server not seen (yet)
 
     def status(self) -> dict[str, Any]:
         return {"phase": "Denied", "reason": self.reason}
 
 
 class NotReady(Exception):
-    """The project's CA is not loaded yet (or the project is missing): retry later."""
+    """The project's CA is not loaded yet: retry later."""
+
+
+class MissingReference(Exception):
+    """The request names a Project or Server not seen (yet)."""
 
 
 class CertificateIssuer:
@@ -80,12 +85,12 @@ class CertificateIssuer:
         project_name = str(spec.get("project", ""))
         project = self._directory.project(namespace, project_name)
         if project is None:
-            return Decision(False, f"no Project {namespace}/{project_name}"), None
+            raise MissingReference(f"no Project {namespace}/{project_name}")
         server = None
         if spec.get("server"):
             server = self._directory.server(namespace, str(spec["server"]))
             if server is None:
-                return Decision(False, f"no Server {namespace}/{spec['server']}"), project
+                raise MissingReference(f"no Server {namespace}/{spec['server']}")
         ttl = parse_duration(spec["ttl"]) if spec.get("ttl") else None
         request = Request(
             namespace, project_name, capability, server, tuple(spec.get("principals") or ()), ttl
@@ -101,7 +106,10 @@ class CertificateIssuer:
     def ssh(
         self, namespace: str, request_name: str, spec: Mapping[str, Any], subject: Subject
     ) -> Issued | Denied:
-        decision, _ = self._decide(namespace, spec, subject, Capability.SSH)
+        try:
+            decision, _ = self._decide(namespace, spec, subject, Capability.SSH)
+        except MissingReference as exc:
+            return Denied(str(exc), missing_reference=True)
         if not decision.allowed:
             return Denied(decision.reason)
         try:
@@ -132,7 +140,10 @@ class CertificateIssuer:
     def x509(
         self, namespace: str, request_name: str, spec: Mapping[str, Any], subject: Subject
     ) -> Issued | Denied:
-        decision, _ = self._decide(namespace, spec, subject, Capability.X509)
+        try:
+            decision, _ = self._decide(namespace, spec, subject, Capability.X509)
+        except MissingReference as exc:
+            return Denied(str(exc), missing_reference=True)
         if not decision.allowed:
             return Denied(decision.reason)
         ca = self._ca(namespace, str(spec["project"]))

@@ -133,6 +133,8 @@ class CheckoutService(ObjectReconciler):
         ns, now = meta["namespace"], self._clock()
         account, policy, problem = self._context(obj)
         if account is None or policy is None:
+            if self._settling(obj):  # applied together with its Project or CheckoutPolicy: wait for them
+                return await self._wait_for_reference(obj, problem)
             return await self._deny(obj, problem)
         subject = Subject(spec["requester"], frozenset(spec.get("groups") or []))
         decision = evaluate(

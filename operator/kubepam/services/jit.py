@@ -117,6 +117,11 @@ class JitService(ObjectReconciler):
         actor = notes.get(CHANGED_BY, "")
         actor_groups = [g for g in notes.get(CHANGED_BY_GROUPS, "").split(",") if g]
         if jit.needs_activation(phase, generation, status.get("activatedGeneration")):
+            if settings is None and self._settling(obj):  # applied together with its Project: wait for it
+                changes = await self._wait_for_reference(obj, problem)
+                if changes:
+                    await self._write(obj, {"phase": "Pending", **changes})
+                return
             try:
                 request = jit.check(spec, settings, spec.get("project", ""), actor, actor_groups)
             except SpecError as exc:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from kubepam.adapters import postgres
 from kubepam.adapters.events import Events
 from kubepam.adapters.kube import KubeError
-from kubepam.domain.plans import Plan, status_patch
+from kubepam.domain.plans import Plan, settling, status_patch
 from kubepam.services.scheduler import Scheduler
 
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -83,6 +83,18 @@ class ObjectReconciler:
             await self.reconcile(namespace, name)
 
         self._scheduler.schedule((self.plural, f"{namespace}/{name}"), when, run)
+
+    def _settling(self, obj: Mapping[str, Any]) -> bool:
+        created = obj["metadata"].get("creationTimestamp")
+        when = datetime.fromisoformat(str(created).replace("Z", "+00:00")) if created else None
+        return settling(when, self._clock())
+
+    async def _wait_for_reference(self, obj: dict[str, Any], problem: str) -> dict[str, Any]:
+        """Stay Pending, say what is awaited, and look again shortly."""
+        meta = obj["metadata"]
+        self.wake(meta["namespace"], meta["name"], self._clock() + timedelta(seconds=3))
+        waiting = f"waiting: {problem}"
+        return {} if (obj.get("status") or {}).get("message") == waiting else {"message": waiting}
 
     def forget(self, namespace: str, name: str) -> None:
         self._scheduler.cancel((self.plural, f"{namespace}/{name}"))
