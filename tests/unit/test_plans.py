@@ -67,6 +67,7 @@ def test_references_are_waited_for_only_during_the_grace() -> None:
 
     from kubepam.domain.plans import REFERENCE_GRACE, settling
 
-    assert settling(T0, T0 + timedelta(seconds=59))
-    assert not settling(T0, T0 + REFERENCE_GRACE)
-    assert not settling(None, T0)
+    meta = {"creationTimestamp": "2026-01-01T00:00:00Z"}
+    assert settling(meta, T0 + timedelta(seconds=59))
+    assert not settling(meta, T0 + REFERENCE_GRACE)
+    assert not settling({}, T0)

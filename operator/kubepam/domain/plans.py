@@ -22,10 +22,14 @@ from kubepam.domain.validation import VALIDATORS
 REFERENCE_GRACE = timedelta(seconds=60)
 
 
-def settling(created: datetime | None, now: datetime) -> bool:
+def settling(meta: Mapping[str, Any], now: datetime) -> bool:
     """Objects applied together (kubectl apply -f DIR, GitOps) arrive in any order: a reference to an
-    object not seen yet is waited for during this grace, and only then reported as final."""
-    return created is not None and now - created < REFERENCE_GRACE
+    object not seen yet is waited for during this grace after ``meta``'s creationTimestamp, and only
+    then reported as final."""
+    created = meta.get("creationTimestamp")
+    if not created:
+        return False
+    return now - datetime.fromisoformat(str(created).replace("Z", "+00:00")) < REFERENCE_GRACE
 
 
 @dataclass(frozen=True)

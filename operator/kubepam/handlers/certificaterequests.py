@@ -3,7 +3,6 @@ CA signs), write the certificate or the denial reason to status; never re-sign a
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import kopf
@@ -32,13 +31,8 @@ def _decide(
             result = rt.issuer.x509(me.namespace, me.name, spec, subject)
     except NotReady as exc:
         raise kopf.TemporaryError(str(exc), delay=2) from None
-    created = meta.get("creationTimestamp")
-    if (
-        isinstance(result, Denied)
-        and result.missing_reference
-        and created
-        and settling(datetime.fromisoformat(str(created).replace("Z", "+00:00")), utcnow())
-    ):  # applied together with its Project or Server: wait for them before denying
+    if isinstance(result, Denied) and result.missing_reference and settling(meta, utcnow()):
+        # applied together with its Project or Server: wait for them before denying
         raise kopf.TemporaryError(f"waiting: {result.reason}", delay=3)
     new_status = result.status()
     if isinstance(result, Denied):

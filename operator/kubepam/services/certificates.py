@@ -103,24 +103,32 @@ class CertificateIssuer:
             raise NotReady(f"the CA of project {namespace}/{project} is not ready yet")
         return ca
 
-    def ssh(
-        self, namespace: str, request_name: str, spec: Mapping[str, Any], subject: Subject
-    ) -> Issued | Denied:
+    def _allowed(
+        self, namespace: str, spec: Mapping[str, Any], subject: Subject, capability: Capability
+    ) -> tuple[Decision, Any, Validity, int] | Denied:
+        """The policy's decision, then what every certificate needs: the CA, validity and a serial."""
         try:
-            decision, _ = self._decide(namespace, spec, subject, Capability.SSH)
+            decision, _ = self._decide(namespace, spec, subject, capability)
         except MissingReference as exc:
             return Denied(str(exc), missing_reference=True)
         if not decision.allowed:
             return Denied(decision.reason)
+        ca = self._ca(namespace, str(spec["project"]))
+        assert decision.ttl is not None
+        return decision, ca, validity(self._clock(), decision.ttl), random_serial()
+
+    def ssh(
+        self, namespace: str, request_name: str, spec: Mapping[str, Any], subject: Subject
+    ) -> Issued | Denied:
+        allowed = self._allowed(namespace, spec, subject, Capability.SSH)
+        if isinstance(allowed, Denied):
+            return allowed
+        decision, ca, valid, serial = allowed
         try:
             public_key = parse_ssh_public_key(str(spec.get("publicKey", "")))
         except CertificateError as exc:
             return Denied(str(exc))
-        ca = self._ca(namespace, str(spec["project"]))
-        assert decision.ttl is not None
-        valid = validity(self._clock(), decision.ttl)
         kid = key_id(namespace, subject.username, request_name)
-        serial = random_serial()
         cert = sign_ssh_user(ca, public_key, decision.principals, valid, kid, serial)
         return Issued(cert, decision.principals, kid, serial, valid, decision.source)
 
@@ -140,16 +148,10 @@ class CertificateIssuer:
     def x509(
         self, namespace: str, request_name: str, spec: Mapping[str, Any], subject: Subject
     ) -> Issued | Denied:
-        try:
-            decision, _ = self._decide(namespace, spec, subject, Capability.X509)
-        except MissingReference as exc:
-            return Denied(str(exc), missing_reference=True)
-        if not decision.allowed:
-            return Denied(decision.reason)
-        ca = self._ca(namespace, str(spec["project"]))
-        assert decision.ttl is not None
-        valid = validity(self._clock(), decision.ttl)
-        serial = random_serial()
+        allowed = self._allowed(namespace, spec, subject, Capability.X509)
+        if isinstance(allowed, Denied):
+            return allowed
+        decision, ca, valid, serial = allowed
         uri = f"kubepam://{namespace}/{spec['project']}/{subject.username}"
         try:
             pem = sign_client_csr(ca, str(spec.get("csr", "")), subject.username, uri, valid, serial)

@@ -85,9 +85,7 @@ class ObjectReconciler:
         self._scheduler.schedule((self.plural, f"{namespace}/{name}"), when, run)
 
     def _settling(self, obj: Mapping[str, Any]) -> bool:
-        created = obj["metadata"].get("creationTimestamp")
-        when = datetime.fromisoformat(str(created).replace("Z", "+00:00")) if created else None
-        return settling(when, self._clock())
+        return settling(obj["metadata"], self._clock())
 
     async def _wait_for_reference(self, obj: dict[str, Any], problem: str) -> dict[str, Any]:
         """Stay Pending, say what is awaited, and look again shortly."""
