@@ -427,13 +427,13 @@ def test_the_ca_survives_an_operator_restart_unchanged(
     plane: ControlPlane, operator: OperatorProcess, env: tuple[LocalSSHD, Path]
 ) -> None:
     before = kubectl_json(plane, "admin", "get", "project", "web", "-n", NS)["status"]["ca"]
-    secret_before = kubectl_json(plane, "admin", "get", "secret", "web-ca-keys", "-n", NS)
+    secret_before = kubectl_json(plane, "admin", "get", "secret", before["secretName"], "-n", NS)
     operator.stop()
     operator.start()
     plane.kubectl("devops", "annotate", "project", "web", "-n", NS, "touched=1", "--overwrite")
     assert wait_for(plane, "devops", "project/web", "condition=Ready", NS).returncode == 0
     after = kubectl_json(plane, "admin", "get", "project", "web", "-n", NS)["status"]["ca"]
-    secret_after = kubectl_json(plane, "admin", "get", "secret", "web-ca-keys", "-n", NS)
+    secret_after = kubectl_json(plane, "admin", "get", "secret", after["secretName"], "-n", NS)
     assert after["ssh"]["fingerprint"] == before["ssh"]["fingerprint"]
     assert after["x509"]["fingerprint"] == before["x509"]["fingerprint"]
     assert secret_after["metadata"]["resourceVersion"] == secret_before["metadata"]["resourceVersion"]
@@ -504,7 +504,10 @@ def test_enrollment_trades_a_token_for_a_server_and_the_ca(
     import base64
 
     def token() -> str:
-        secret = kubectl_json(plane, "admin", "get", "secret", "other-enrollment", "-n", NS)
+        name = kubectl_json(plane, "admin", "get", "project", "other", "-n", NS)["status"]["enrollment"][
+            "secretName"
+        ]
+        secret = kubectl_json(plane, "admin", "get", "secret", name, "-n", NS)
         return base64.b64decode(secret["data"]["token"]).decode()
 
     body = {

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubepam.adapters.jwks import JwksCache, KeySet
-from kubepam.adapters.kube import KubeError, SecretData
+from kubepam.adapters.kube import KubeError, SecretData, ensure_owned
 from kubepam.domain.connection import Phase, parse_connection
+from kubepam.domain.ownership import owner_labels
 from kubepam.domain.roles import Role, parse_role
 from kubepam.services.workload_identity import ConnectionEntry
 
@@ -94,6 +95,14 @@ class FakeSecrets:
     async def get(self, namespace: str, name: str) -> SecretData | None:
         return self.items.get((namespace, name))
 
+    def _stored(self, data: Mapping[str, bytes], labels: Mapping[str, str] | None, owner: Any) -> SecretData:
+        meta = dict(labels or {})
+        owners: tuple[str, ...] = ()
+        if owner:
+            meta.update(owner_labels(owner["kind"], owner["name"], owner["uid"]))
+            owners = (owner["uid"],)
+        return SecretData(dict(data), self._bump(), meta, {}, owners)
+
     async def create(
         self,
         namespace: str,
@@ -105,7 +114,7 @@ class FakeSecrets:
         if (namespace, name) in self.items:
             raise KubeError(409, "AlreadyExists", name)
         self.writes += 1
-        self.items[(namespace, name)] = SecretData(dict(data), self._bump())
+        self.items[(namespace, name)] = self._stored(data, labels, owner)
         return self.items[(namespace, name)]
 
     async def replace(
@@ -113,22 +122,24 @@ class FakeSecrets:
         namespace: str,
         name: str,
         data: Mapping[str, bytes],
-        resource_version: str,
+        current_read: SecretData,
+        owner: Any,
         labels: Mapping[str, str] | None = None,
-        owner: Any = None,
     ) -> SecretData:
+        ensure_owned(current_read, "Secret", namespace, name, owner)
         current = self.items.get((namespace, name))
-        if self.conflict_next_write:
+        if self.conflict_next_write and current is not None:
             self.conflict_next_write = False
-            self.items[(namespace, name)] = SecretData(current.data if current else {}, self._bump())
+            self.items[(namespace, name)] = replace(current, resource_version=self._bump())
             raise KubeError(409, "Conflict", "object was modified")
-        if current is None or current.resource_version != resource_version:
+        if current is None or current.resource_version != current_read.resource_version:
             raise KubeError(409, "Conflict", "object was modified")
         self.writes += 1
-        self.items[(namespace, name)] = SecretData(dict(data), self._bump())
+        self.items[(namespace, name)] = self._stored(data, labels, owner)
         return self.items[(namespace, name)]
 
-    async def delete(self, namespace: str, name: str) -> bool:
+    async def delete(self, namespace: str, name: str, owner: Any) -> bool:
+        ensure_owned(self.items.get((namespace, name)), "Secret", namespace, name, owner)
         return self.items.pop((namespace, name), None) is not None
 
 
@@ -201,15 +212,15 @@ class FakeRbac:
     async def grant_secret_read(self, namespace: str, name: str, secret: str, user: str, owner: Any) -> None:
         self.readers[(namespace, secret)] = user
 
-    async def revoke_secret_read(self, namespace: str, name: str) -> None:
+    async def revoke_secret_read(self, namespace: str, name: str, owner: Any) -> None:
         self.readers.pop((namespace, name), None)
 
     async def bind_cluster_roles(
-        self, namespace: str, name: str, cluster_roles: Any, subject: Any, owner: Any
+        self, namespace: str, name: str, cluster_roles: Any, subject: Any, owner: Any, *, owner_namespace: str
     ) -> None:
         self.bindings[(namespace, name)] = tuple(cluster_roles)
 
-    async def unbind(self, namespace: str, name: str, cluster_roles: Any) -> None:
+    async def unbind(self, namespace: str, name: str, cluster_roles: Any, owner: Any) -> None:
         self.bindings.pop((namespace, name), None)
 
 

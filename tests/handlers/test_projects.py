@@ -11,10 +11,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from kubepam.adapters.ca import decode_ring
+from kubepam.adapters.kube import owner_reference
+from kubepam.domain.ownership import ForeignObject
 from kubepam.domain.policy import ServerView, Subject, parse_policy
 from kubepam.domain.project import parse_project
 from kubepam.services.certificates import CertificateIssuer, Denied, Issued, NotReady
-from kubepam.services.projects import CAStore, EnrollmentTokens
+from kubepam.services.projects import CAStore, EnrollmentTokens, ca_secret_name, enrollment_secret_name
 from tests.handlers.fakes import Clock, FakeSecrets
 
 
@@ -43,7 +45,7 @@ async def test_two_replicas_racing_end_with_one_ca() -> None:
         a.reconcile("ns", "web", "u", parse_project({})), b.reconcile("ns", "web", "u", parse_project({}))
     )
     assert ra.status["ssh"]["fingerprint"] == rb.status["ssh"]["fingerprint"]
-    assert len(decode_ring(secrets.items[("ns", "web-ca-keys")].data["ca.json"])) == 1
+    assert len(decode_ring(secrets.items[("ns", ca_secret_name("web", "u"))].data["ca.json"])) == 1
 
 
 async def test_rotation_publishes_both_then_retires_the_old() -> None:
@@ -65,12 +67,32 @@ async def test_enrollment_token_rotates_and_compares_in_constant_time() -> None:
     secrets = FakeSecrets()
     tokens = EnrollmentTokens(secrets)
     await tokens.reconcile("ns", "web", "u", parse_project({}))
-    token = secrets.items[("ns", "web-enrollment")].data["token"].decode()
-    assert await tokens.valid("ns", "web", token) and not await tokens.valid("ns", "web", token + "x")
+    secret = enrollment_secret_name("web", "u")
+    token = secrets.items[("ns", secret)].data["token"].decode()
+    assert await tokens.valid("ns", "web", "u", token) and not await tokens.valid(
+        "ns", "web", "u", token + "x"
+    )
+    assert not await tokens.valid("ns", "web", "another-uid", token)  # a recreated project: a new Secret
     await tokens.reconcile("ns", "web", "u", parse_project({"enrollment": {"tokenGeneration": 1}}))
-    assert not await tokens.valid("ns", "web", token)
+    assert not await tokens.valid("ns", "web", "u", token)
     await tokens.reconcile("ns", "web", "u", parse_project({"enrollment": {"enabled": False}}))
-    assert ("ns", "web-enrollment") not in secrets.items
+    assert ("ns", secret) not in secrets.items
+
+
+async def test_a_ca_secret_someone_else_put_under_the_derived_name_is_never_used() -> None:
+    """A Secret that squats the derived name (no kubepam label and ownerReference to the Project's uid)
+    is neither adopted as the CA ring, nor replaced, nor deleted."""
+    secrets, configmaps, clock = FakeSecrets(), FakeSecrets(), Clock()
+    name = ca_secret_name("web", "u")
+    planted = {"ca.json": b"[]", "token": b"mallory"}
+    await secrets.create("ns", name, planted)
+    with pytest.raises(ForeignObject, match=f"refusing to adopt, replace or delete Secret ns/{name}"):
+        await CAStore(secrets, configmaps, clock).reconcile("ns", "web", "u", parse_project({}))
+    assert secrets.items[("ns", name)].data == planted
+    other = owner_reference("kubepam.io/v1alpha1", "Project", "other", "other-uid")
+    with pytest.raises(ForeignObject):
+        await secrets.delete("ns", name, other)
+    assert ("ns", name) in secrets.items
 
 
 class Dir:

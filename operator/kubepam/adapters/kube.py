@@ -11,11 +11,13 @@ import asyncio
 import base64
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+
+from kubepam.domain.ownership import MANAGED_BY, ForeignObject, owner_labels, provably_ours
 
 T = TypeVar("T")
 
@@ -67,10 +69,41 @@ def _version(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class SecretData:
-    """The data of a Secret or ConfigMap (always bytes here) and the version it was read at."""
+    """The data of a Secret or ConfigMap (always bytes here), the version it was read at, and the
+    metadata that says whose it is (labels, annotations, the uids of its owners)."""
 
     data: dict[str, bytes]
     resource_version: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    owner_uids: tuple[str, ...] = ()
+    uid: str = ""
+
+    def owned_by(self, uid: str) -> bool:
+        return provably_ours(self.labels, self.owner_uids, uid)
+
+
+def read_meta(obj: Any) -> tuple[dict[str, str], dict[str, str], tuple[str, ...], str]:
+    """Labels, annotations, owner uids and uid of a client object."""
+    meta = obj.metadata
+    if meta is None:
+        return {}, {}, (), ""
+    owners = tuple(str(ref.uid) for ref in (meta.owner_references or ()))
+    return dict(meta.labels or {}), dict(meta.annotations or {}), owners, str(meta.uid or "")
+
+
+def ensure_owned(
+    current: SecretData | None, kind: str, namespace: str, name: str, owner: Mapping[str, Any] | None
+) -> None:
+    """Refuse to touch an existing object that kubepam did not make for ``owner`` (``None``: an object of
+    the operator's own namespace with no owner, which must still carry kubepam's managed-by label)."""
+    if current is None:
+        return
+    if owner is None:
+        if current.labels.get(MANAGED_BY) != "kubepam":
+            raise ForeignObject(kind, namespace, name, "the operator")
+    elif not current.owned_by(str(owner.get("uid", ""))):
+        raise ForeignObject(kind, namespace, name, f"{owner.get('kind')} {owner.get('name')}")
 
 
 def owner_reference(api_version: str, kind: str, name: str, uid: str) -> dict[str, Any]:
@@ -112,6 +145,7 @@ class DataObjects:
         meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels or {})}
         if owner:
             meta["ownerReferences"] = [dict(owner)]
+            meta["labels"].update(owner_labels(str(owner["kind"]), str(owner["name"]), str(owner["uid"])))
         if resource_version:
             meta["resourceVersion"] = resource_version
         body: dict[str, Any] = {
@@ -135,7 +169,7 @@ class DataObjects:
             if exc.not_found:
                 return None
             raise
-        return SecretData(self._decode(obj), _version(obj))
+        return SecretData(self._decode(obj), _version(obj), *read_meta(obj))
 
     async def create(
         self,
@@ -146,24 +180,38 @@ class DataObjects:
         owner: Mapping[str, Any] | None = None,
     ) -> SecretData:
         obj = await call(self._method("create"), namespace, self._body(namespace, name, data, labels, owner))
-        return SecretData(dict(data), _version(obj))
+        return SecretData(dict(data), _version(obj), *read_meta(obj))
 
     async def replace(
         self,
         namespace: str,
         name: str,
         data: Mapping[str, bytes],
-        resource_version: str,
+        current: SecretData,
+        owner: Mapping[str, Any] | None,
         labels: Mapping[str, str] | None = None,
-        owner: Mapping[str, Any] | None = None,
     ) -> SecretData:
-        body = self._body(namespace, name, data, labels, owner, resource_version)
+        """Replace what was read as ``current`` (conditional on its resourceVersion), only if it is ours."""
+        ensure_owned(current, self.kind, namespace, name, owner)
+        body = self._body(namespace, name, data, labels, owner, current.resource_version)
         obj = await call(self._method("replace"), name, namespace, body)
-        return SecretData(dict(data), _version(obj))
+        return SecretData(dict(data), _version(obj), *read_meta(obj))
 
-    async def delete(self, namespace: str, name: str) -> bool:
+    async def delete(self, namespace: str, name: str, owner: Mapping[str, Any]) -> bool:
+        """Delete the object only if it is provably ``owner``'s (the uid read is a precondition)."""
+        current = await self.get(namespace, name)
+        if current is None:
+            return False
+        ensure_owned(current, self.kind, namespace, name, owner)
         try:
-            await call(self._method("delete"), name, namespace)
+            await call(
+                self._method("delete"),
+                name,
+                namespace,
+                body=kubernetes.client.V1DeleteOptions(
+                    preconditions=kubernetes.client.V1Preconditions(uid=current.uid) if current.uid else None
+                ),
+            )
         except KubeError as exc:
             if exc.not_found:
                 return False

@@ -24,7 +24,11 @@ from kubepam.domain import keyring
 from kubepam.domain.keyring import KeyRecord
 
 DATA_KEY = "keys.json"
-LABELS = {"app.kubernetes.io/name": "kubepam", "kubepam.io/purpose": "signing-keys"}
+LABELS = {
+    "app.kubernetes.io/name": "kubepam",
+    "app.kubernetes.io/managed-by": "kubepam",
+    "kubepam.io/purpose": "signing-keys",
+}
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,7 @@ class SigningKeys:
                     written = await self._store.create(self._namespace, self._name, data, labels=LABELS)
                 else:
                     written = await self._store.replace(
-                        self._namespace, self._name, data, current.resource_version, labels=LABELS
+                        self._namespace, self._name, data, current, None, labels=LABELS
                     )
             except KubeError as exc:
                 if exc.conflict:

@@ -13,8 +13,10 @@ from kubepam.adapters.kube import KubeError
 from kubepam.domain.conditions import Health
 from kubepam.domain.errors import SpecError
 from kubepam.domain.kinds import GROUP, VERSION
+from kubepam.domain.ownership import ForeignObject
 from kubepam.domain.plans import Plan, invalid
 from kubepam.domain.project import ProjectSpec, parse_project
+from kubepam.domain.validation import VALIDATORS
 from kubepam.handlers.runtime import Runtime, runtime
 from kubepam.handlers.status import apply_plan, ref, refresh_status
 from kubepam.services.projects import publish_jit_settings
@@ -43,6 +45,8 @@ async def plan_project(rt: Runtime, meta: kopf.Meta | dict[str, Any], spec: Any)
         outcome = await rt.cas.reconcile(me.namespace, me.name, uid, project)
         enrollment = await rt.enrollment.reconcile(me.namespace, me.name, uid, project)
         await publish_jit_settings(rt.configmaps, me.namespace, me.name, uid, project.jit)
+    except ForeignObject as exc:
+        return Plan(Health.STALLED, "ForeignObject", str(exc))
     except KubeError as exc:
         if exc.forbidden:
             return Plan(
@@ -58,6 +62,9 @@ async def plan_project(rt: Runtime, meta: kopf.Meta | dict[str, Any], spec: Any)
     message = f"SSH CA {ca['ssh']['fingerprint']} (generation {ca['generation']})"
     if ca.get("previous"):
         message += f"; previous CA trusted until {ca['previous']['removeAfter']}"
+    problems = VALIDATORS["Project"](me.namespace, me.name, spec)
+    if problems:  # the CAs are in place; what the spec gets wrong is said, not hidden
+        return Plan(Health.STALLED, "InvalidSpec", "; ".join(problems), {"ca": ca, "enrollment": enrollment})
     return Plan(Health.READY, "CAReady", message, {"ca": ca, "enrollment": enrollment})
 
 

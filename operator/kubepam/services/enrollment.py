@@ -52,13 +52,13 @@ class Enroller:
         tokens: EnrollmentTokens,
         cas: CAStore,
         objects: Objects,
-        project_exists: Callable[[str, str], bool],
+        project_uid: Callable[[str, str], str | None],
         clock: Callable[[], datetime],
     ) -> None:
         self._tokens = tokens
         self._cas = cas
         self._objects = objects
-        self._project_exists = project_exists
+        self._project_uid = project_uid
         self._clock = clock
 
     async def enroll(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,9 +75,8 @@ class Enroller:
             raise oauth.invalid_request("labels must be an object of strings")
         if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
             raise oauth.invalid_request("addresses must be a list of strings")
-        if not self._project_exists(namespace, project) or not await self._tokens.valid(
-            namespace, project, token
-        ):
+        uid = self._project_uid(namespace, project)
+        if not uid or not await self._tokens.valid(namespace, project, uid, token):
             # One answer for both: do not tell a guesser which projects exist.
             raise oauth.invalid_token(
                 "the enrollment token is not valid for this project", "bad_enrollment_token"

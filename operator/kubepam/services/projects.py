@@ -1,6 +1,11 @@
 """A project's certificate authorities and enrollment token, kept in Secrets of the project's namespace
 (owned by the Project, so they go when it goes) and published in a ConfigMap.
 
+The Secrets are named from the Project's uid (domain/ownership.py), so no Checkout, JitAccount or other
+Project can ever name them; the ConfigMaps keep readable names (`<project>-ca`, `<project>-jit`, for
+sshd set-up and the JIT admission policy) and, like every derived object, are replaced or deleted only
+when they carry kubepam's label and an ownerReference to this Project.
+
 The CA ring is created once and adopted after any restart (never regenerated); a rotation adds a new
 generation and keeps the previous one trusted for the overlap; the ring in memory is what signs.
 Writes are conditional on the Secret's resourceVersion, so replicas cannot fork the ring.
@@ -16,28 +21,28 @@ from datetime import datetime
 from typing import Any
 
 from kubepam.adapters.ca import CAKeys, decode_ring, encode_ring, new_ca, with_retirement
-from kubepam.adapters.kube import DataObjects, KubeError, SecretData, owner_reference
+from kubepam.adapters.kube import DataObjects, KubeError, SecretData, ensure_owned, owner_reference
 from kubepam.domain.conditions import rfc3339
 from kubepam.domain.kinds import API_VERSION
+from kubepam.domain.ownership import derived_name
 from kubepam.domain.project import ProjectSpec, plan_ca
 
 RING_KEY = "ca.json"
-LABELS = {"app.kubernetes.io/managed-by": "kubepam"}
 
 
 DataStore = DataObjects  # Secrets or ConfigMaps
 
 
-def ca_secret_name(project: str) -> str:
-    return f"{project}-ca-keys"
+def ca_secret_name(project: str, uid: str) -> str:
+    return derived_name("ca-keys", project, uid)
 
 
 def ca_configmap_name(project: str) -> str:
     return f"{project}-ca"
 
 
-def enrollment_secret_name(project: str) -> str:
-    return f"{project}-enrollment"
+def enrollment_secret_name(project: str, uid: str) -> str:
+    return derived_name("enrollment", project, uid)
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,8 @@ async def write(
     owner: Mapping[str, Any],
 ) -> SecretData:
     if current is None:
-        return await store.create(namespace, name, data, labels=LABELS, owner=owner)
-    return await store.replace(namespace, name, data, current.resource_version, labels=LABELS, owner=owner)
+        return await store.create(namespace, name, data, owner=owner)
+    return await store.replace(namespace, name, data, current, owner)
 
 
 class CAStore:
@@ -67,6 +72,7 @@ class CAStore:
         self._configmaps = configmaps
         self._clock = clock
         self._rings: dict[tuple[str, str], list[CAKeys]] = {}
+        self._uids: dict[tuple[str, str], str] = {}
 
     def current(self, namespace: str, name: str) -> CAKeys | None:
         ring = self._rings.get((namespace, name))
@@ -77,6 +83,7 @@ class CAStore:
 
     def forget(self, namespace: str, name: str) -> None:
         self._rings.pop((namespace, name), None)
+        self._uids.pop((namespace, name), None)
 
     def trusted_user_ca_keys(self, namespace: str, name: str) -> str:
         return "".join(
@@ -90,9 +97,12 @@ class CAStore:
     async def reconcile(self, namespace: str, name: str, uid: str, spec: ProjectSpec) -> CAOutcome:
         now = self._clock()
         owner = owner_reference(API_VERSION, "Project", name, uid)
-        secret = ca_secret_name(name)
+        secret = ca_secret_name(name, uid)
         for _ in range(5):
             stored = await self._secrets.get(namespace, secret)
+            ensure_owned(
+                stored, "Secret", namespace, secret, owner
+            )  # never sign with keys someone else put there
             ring = decode_ring(stored.data[RING_KEY]) if stored and RING_KEY in stored.data else []
             plan = plan_ca([ca.meta for ca in ring], spec, now)
             if plan.changes:
@@ -114,6 +124,7 @@ class CAStore:
                     raise
                 ring = new_ring
             self._rings[(namespace, name)] = ring
+            self._uids[(namespace, name)] = uid
             await self._publish(namespace, name, owner)
             return CAOutcome(self._status(namespace, name), plan.next_change)
         raise RuntimeError(f"could not update {namespace}/{secret} after 5 write conflicts")
@@ -130,7 +141,7 @@ class CAStore:
         cm = ca_configmap_name(name)
         for _ in range(5):
             current = await self._configmaps.get(namespace, cm)
-            if current is not None and current.data == data:
+            if current is not None and current.data == data and current.owned_by(str(owner["uid"])):
                 return
             try:
                 await write(self._configmaps, namespace, cm, data, current, owner)
@@ -152,7 +163,7 @@ class CAStore:
                 "removeAfter": rfc3339(prev.retire_at) if prev.retire_at else None,
             }
         return {
-            "secretName": ca_secret_name(name),
+            "secretName": ca_secret_name(name, self._uids.get((namespace, name), "")),
             "configMapName": ca_configmap_name(name),
             "generation": current.generation,
             "ssh": {
@@ -175,13 +186,14 @@ class EnrollmentTokens:
         self._secrets = secrets_store
 
     async def reconcile(self, namespace: str, name: str, uid: str, spec: ProjectSpec) -> dict[str, Any]:
-        secret = enrollment_secret_name(name)
-        if not spec.enrollment_enabled:
-            await self._secrets.delete(namespace, secret)
-            return {"secretName": "", "tokenGeneration": spec.enrollment_generation}
+        secret = enrollment_secret_name(name, uid)
         owner = owner_reference(API_VERSION, "Project", name, uid)
+        if not spec.enrollment_enabled:
+            await self._secrets.delete(namespace, secret, owner)
+            return {"secretName": "", "tokenGeneration": spec.enrollment_generation}
         for _ in range(5):
             stored = await self._secrets.get(namespace, secret)
+            ensure_owned(stored, "Secret", namespace, secret, owner)
             have = int(stored.data.get("generation", b"-1")) if stored else -1
             if stored is not None and have >= spec.enrollment_generation:
                 return {"secretName": secret, "tokenGeneration": have}
@@ -198,9 +210,9 @@ class EnrollmentTokens:
             return {"secretName": secret, "tokenGeneration": spec.enrollment_generation}
         raise RuntimeError(f"could not write {namespace}/{secret}")
 
-    async def valid(self, namespace: str, name: str, token: str) -> bool:
-        stored = await self._secrets.get(namespace, enrollment_secret_name(name))
-        if stored is None or "token" not in stored.data:
+    async def valid(self, namespace: str, name: str, uid: str, token: str) -> bool:
+        stored = await self._secrets.get(namespace, enrollment_secret_name(name, uid))
+        if stored is None or "token" not in stored.data or not stored.owned_by(uid):
             return False
         return hmac.compare_digest(stored.data["token"], token.encode())
 
@@ -223,22 +235,17 @@ async def publish_jit_settings(
         "maxDuration": str(jit.get("maxDuration", "8h")).encode(),
     }
     owner = owner_reference(API_VERSION, "Project", name, uid)
-    labels = {**LABELS, "kubepam.io/jit-settings": "true"}
+    labels = {"kubepam.io/jit-settings": "true"}
     for _ in range(5):
         current = await configmaps.get(namespace, jit_configmap_name(name))
-        if current is not None and current.data == data:
+        if current is not None and current.data == data and current.owned_by(uid):
             return
         try:
             if current is None:
                 await configmaps.create(namespace, jit_configmap_name(name), data, labels=labels, owner=owner)
             else:
                 await configmaps.replace(
-                    namespace,
-                    jit_configmap_name(name),
-                    data,
-                    current.resource_version,
-                    labels=labels,
-                    owner=owner,
+                    namespace, jit_configmap_name(name), data, current, owner, labels=labels
                 )
             return
         except KubeError as exc:

@@ -13,11 +13,14 @@ from typing import Any, Protocol
 from kubepam.adapters import postgres
 from kubepam.adapters.events import Events
 from kubepam.adapters.kube import KubeError
+from kubepam.domain.ownership import ForeignObject
 from kubepam.domain.plans import Plan, settling, status_patch
 from kubepam.services.scheduler import Scheduler
 
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-RETRYABLE = (postgres.BackendError, KubeError, RuntimeError)
+# A ForeignObject stays refused (and said in status and Events) until a person removes the object
+# squatting the derived name; retrying with backoff picks the work up again once they have.
+RETRYABLE = (postgres.BackendError, KubeError, RuntimeError, ForeignObject)
 
 log = logging.getLogger("kubepam.reconciler")
 
