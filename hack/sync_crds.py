@@ -31,6 +31,7 @@ def chart_policies() -> str:
         ("' is not in kubepam:approvers'", "' is not in {{ $g.approvers }}'"),
         ("only kubepam:security-admins may force", "only {{ $g.securityAdmins }} may force"),
         ("only kubepam:security-admins create JIT", "only {{ $g.securityAdmins }} create JIT"),
+        ("only kubepam:security-admins choose", "only {{ $g.securityAdmins }} choose"),
         ("name: kubepam-", 'name: {{ include "kubepam.fullname" . }}-'),
         ("policyName: kubepam-", 'policyName: {{ include "kubepam.fullname" . }}-'),
         (

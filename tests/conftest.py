@@ -1,10 +1,41 @@
-"""Shared test configuration: put the repository's package on the path for tools run without install."""
+"""Shared test configuration: put the repository's package on the path for tools run without install;
+and the e2e session fixtures, shared by tests/e2e/ and tests/security/: one real control plane per
+session (etcd, kube-apiserver, kube-controller-manager built from Go modules), kubepam installed from
+manifests/, and the operator running as `operator`. They start only when an e2e test asks for them."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "operator") not in sys.path:
     sys.path.insert(0, str(ROOT / "operator"))
+
+from kubepam.dev.cluster import ControlPlane, ensure_binaries  # noqa: E402
+from kubepam.dev.install import install  # noqa: E402
+from tests.e2e.harness import OperatorProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    cp = ControlPlane(state_dir=tmp_path_factory.mktemp("control-plane"), bin_dir=ensure_binaries())
+    cp.start()
+    try:
+        install(lambda *args, **kw: cp.kubectl("admin", *args, **kw))
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(plane, Path(tmp_path_factory.mktemp("operator")) / "operator.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

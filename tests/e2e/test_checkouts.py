@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 
 from kubepam.dev.cluster import ControlPlane
-from kubepam.domain.checkout import object_name
+from kubepam.domain.ownership import derived_name, qualified
 from tests.e2e.harness import (
     OperatorProcess,
     apply,
     kubectl_json,
     postgres_admin_secret,
+    postgres_ca_configmap,
     team_namespace,
     wait_for,
 )
@@ -52,7 +53,8 @@ def pg(plane: ControlPlane, operator: OperatorProcess) -> Iterator[LocalPostgres
     server.sql(f"CREATE ROLE {ACCOUNT} LOGIN PASSWORD 'set-by-the-dba'")
     server.sql("CREATE ROLE app_owner NOLOGIN")
     team_namespace(plane, NS)
-    postgres_admin_secret(plane, NS, server.password)
+    postgres_admin_secret(plane, NS, server.password, server.port)
+    postgres_ca_configmap(plane, NS, server.ca_pem)
     apply(
         plane,
         "devops",
@@ -68,6 +70,7 @@ def pg(plane: ControlPlane, operator: OperatorProcess) -> Iterator[LocalPostgres
                             "host": "127.0.0.1",
                             "port": server.port,
                             "adminSecretRef": {"name": "pg-admin"},
+                            "caConfigMapRef": {"name": "pg-ca-bundle"},
                         },
                     }
                 ]
@@ -174,15 +177,22 @@ def wait_elevation(plane: ControlPlane, name: str, state: str, timeout: float = 
         time.sleep(0.2)
 
 
-def secret_password(plane: ControlPlane, who: str, secret: str) -> str:
-    data = kubectl_json(plane, who, "get", "secret", secret, "-n", NS)["data"]
+def credential_secret(plane: ControlPlane, checkout: str) -> str:
+    """The holder's credential Secret, as the checkout's status names it (derived from its uid)."""
+    obj = kubectl_json(plane, "admin", "get", "checkout", checkout, "-n", NS)
+    assert obj["status"]["secretName"] == f"kubepam-checkout-{checkout}-{obj['metadata']['uid']}"
+    return str(obj["status"]["secretName"])
+
+
+def secret_password(plane: ControlPlane, who: str, checkout: str) -> str:
+    data = kubectl_json(plane, who, "get", "secret", credential_secret(plane, checkout), "-n", NS)["data"]
     return base64.b64decode(data["password"]).decode()
 
 
 def account_secret(plane: ControlPlane, project: str = "db", account: str = ACCOUNT) -> dict[str, str]:
-    data = kubectl_json(plane, "admin", "get", "secret", object_name(project, "account", account), "-n", NS)[
-        "data"
-    ]
+    uid = kubectl_json(plane, "admin", "get", "project", project, "-n", NS)["metadata"]["uid"]
+    name = qualified(derived_name("account", project, uid), account)
+    data = kubectl_json(plane, "admin", "get", "secret", name, "-n", NS)["data"]
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
@@ -200,22 +210,23 @@ def test_after_expiry_the_old_password_fails_and_the_new_one_works(
 ) -> None:
     checkout(plane, "alice", "alice-1", duration="10s")
     active = wait_phase(plane, "alice-1", ("Active",))
-    assert active["holder"] == "alice" and active["secretName"] == "checkout-alice-1"
-    old = secret_password(plane, "alice", "checkout-alice-1")
+    assert active["holder"] == "alice"
+    secret = credential_secret(plane, "alice-1")
+    old = secret_password(plane, "alice", "alice-1")
     assert old != "set-by-the-dba" and pg.psql_login(ACCOUNT, old)  # kubepam took over the account's password
     done = wait_phase(plane, "alice-1", ("Expired",), timeout=40)
     assert done["checkinReason"] == "Expired" and done["rotation"]["completedAt"]
     assert not pg.psql_login(ACCOUNT, old), "the old password must no longer log in"
     new = account_secret(plane)["password"]
     assert new != old and pg.psql_login(ACCOUNT, new)
-    gone = plane.kubectl("alice", "get", "secret", "checkout-alice-1", "-n", NS, check=False)
+    gone = plane.kubectl("alice", "get", "secret", secret, "-n", NS, check=False)
     assert gone.returncode != 0  # the credential Secret is removed at check-in
 
 
 def test_early_checkin_frees_the_account_without_rotation(plane: ControlPlane, pg: LocalPostgres) -> None:
     checkout(plane, "alice", "alice-2")
     wait_phase(plane, "alice-2", ("Active",))
-    password = secret_password(plane, "alice", "checkout-alice-2")
+    password = secret_password(plane, "alice", "alice-2")
     checkout(plane, "bob", "bob-2")
     denied = wait_phase(plane, "bob-2", ("Denied",))
     assert (
@@ -377,7 +388,7 @@ def test_postgres_down_keeps_the_account_locked_until_rotation_succeeds(
 ) -> None:
     checkout(plane, "alice", "alice-outage", duration="10s")
     wait_phase(plane, "alice-outage", ("Active",))
-    old = secret_password(plane, "alice", "checkout-alice-outage")
+    old = secret_password(plane, "alice", "alice-outage")
     pg.stop()
     try:
         stuck = wait_phase(plane, "alice-outage", ("CheckinInProgress",), timeout=40)
@@ -432,7 +443,7 @@ def test_operator_killed_mid_rotation_finishes_once_loses_no_expiry_and_leaves_n
     wait_elevation(plane, "alice-crash", "ELEVATED")
     checkout(plane, "bob", "bob-ops", account=OPS, project="ops", duration="10s")
     wait_phase(plane, "bob-ops", ("Active",))
-    old = secret_password(plane, "alice", "checkout-alice-crash")
+    old = secret_password(plane, "alice", "alice-crash")
     rotations_before = int(account_secret(plane).get("rotations", "0"))
     pg.stop()
     try:

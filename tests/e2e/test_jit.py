@@ -20,13 +20,15 @@ from tests.e2e.harness import (
     apply,
     kubectl_json,
     postgres_admin_secret,
+    postgres_ca_configmap,
     team_namespace,
     wait_for,
 )
 from tests.postgres import LocalPostgres
 
 NS = "jit"
-TARGET = "jit-target"  # a second namespace where the account's groups also apply
+TARGET = "jit-target"  # where the account's groups apply (never NS, which holds the project's keys)
+SECOND = "jit-second"  # a second namespace where they also apply
 ELSEWHERE = "jit-elsewhere"
 
 
@@ -56,9 +58,10 @@ def env(plane: ControlPlane, operator: OperatorProcess) -> Iterator[LocalPostgre
     pg.init()
     pg.start()
     pg.sql("CREATE ROLE app_reader NOLOGIN")
-    for ns in (NS, TARGET, ELSEWHERE):
+    for ns in (NS, TARGET, SECOND, ELSEWHERE):
         team_namespace(plane, ns)
-    postgres_admin_secret(plane, NS, pg.password)
+    postgres_admin_secret(plane, NS, pg.password, pg.port)
+    postgres_ca_configmap(plane, NS, pg.ca_pem)
     apply(
         plane,
         "devops",
@@ -72,7 +75,7 @@ def env(plane: ControlPlane, operator: OperatorProcess) -> Iterator[LocalPostgre
                     "allowedGroups": ["view", "edit"],
                     "creators": {"groups": ["kubepam:users"]},
                     "maxDuration": "2h",
-                    "namespaces": [NS, TARGET],
+                    "namespaces": [TARGET, SECOND],
                 }
             },
         ),
@@ -90,6 +93,7 @@ def env(plane: ControlPlane, operator: OperatorProcess) -> Iterator[LocalPostgre
                         "host": "127.0.0.1",
                         "port": pg.port,
                         "adminSecretRef": {"name": "pg-admin"},
+                        "caConfigMapRef": {"name": "pg-ca-bundle"},
                     },
                 }
             },
@@ -102,6 +106,7 @@ def env(plane: ControlPlane, operator: OperatorProcess) -> Iterator[LocalPostgre
                     "enabled": True,
                     "allowedGroups": ["view"],
                     "creators": {"groups": ["kubepam:devops-admins"]},
+                    "namespaces": [TARGET],
                 }
             },
         ),
@@ -241,24 +246,25 @@ def test_a_security_admin_may_create_one_for_someone_else(plane: ControlPlane, e
 def test_kubernetes_jit_token_follows_its_window(plane: ControlPlane, env: LocalPostgres) -> None:
     apply(plane, "alice", obj("JitAccount", "alice", jit_spec()))
     active = wait_phase(plane, "alice", "Active")
-    assert active["accountName"] == "alice_jit" and active["secretName"] == "jit-alice"
-    token = secret_data(plane, "alice", "jit-alice")["token"]
-    assert (
-        secret_data(plane, "alice", "jit-alice")["serviceAccount"] == f"system:serviceaccount:{NS}:alice-jit"
-    )
+    secret = active["secretName"]
+    uid = kubectl_json(plane, "admin", "get", "jitaccount", "alice", "-n", NS)["metadata"]["uid"]
+    assert active["accountName"] == "alice_jit" and secret == f"kubepam-jit-alice-{uid}"
+    token = secret_data(plane, "alice", secret)["token"]
+    assert secret_data(plane, "alice", secret)["serviceAccount"] == f"system:serviceaccount:{NS}:alice-jit"
     # exactly what view allows, where the project binds it, and nothing else
-    assert can(plane, token, "list", "pods", NS) == "yes"
     assert can(plane, token, "list", "pods", TARGET) == "yes"
+    assert can(plane, token, "list", "pods", SECOND) == "yes"
     assert can(plane, token, "list", "pods", ELSEWHERE) == "no"
-    assert can(plane, token, "delete", "pods", NS) == "no"
+    assert can(plane, token, "list", "pods", NS) == "no"  # the namespace of the keys and passwords
+    assert can(plane, token, "delete", "pods", TARGET) == "no"
     assert can(plane, token, "get", "secrets", NS) == "no"
     assert can(plane, token, "create", "jitaccounts.kubepam.io", NS) == "no"
-    assert with_token(plane, token, "get", "configmaps", "-n", NS).returncode == 0
-    assert plane.kubectl("bob", "get", "secret", "jit-alice", "-n", NS, check=False).returncode != 0
+    assert with_token(plane, token, "get", "configmaps", "-n", TARGET).returncode == 0
+    assert plane.kubectl("bob", "get", "secret", secret, "-n", NS, check=False).returncode != 0
 
     disabled = wait_phase(plane, "alice", "Disabled", timeout=120)
     assert "give a new reason" in disabled["message"]
-    refused = with_token(plane, token, "get", "configmaps", "-n", NS)
+    refused = with_token(plane, token, "get", "configmaps", "-n", TARGET)
     assert refused.returncode != 0 and "Unauthorized" in refused.stderr, refused.stderr
     events = plane.kubectl(
         "admin",
@@ -284,10 +290,10 @@ def test_kubernetes_jit_token_follows_its_window(plane: ControlPlane, env: Local
         "generation"
     ]
     again = wait_phase(plane, "alice", "Active", generation=generation)
-    new_token = secret_data(plane, "alice", "jit-alice")["token"]
+    new_token = secret_data(plane, "alice", again["secretName"])["token"]
     assert new_token != token
-    assert can(plane, new_token, "delete", "pods", NS) == "yes"  # edit now
-    refused = with_token(plane, token, "get", "configmaps", "-n", NS)
+    assert can(plane, new_token, "delete", "pods", TARGET) == "yes"  # edit now
+    refused = with_token(plane, token, "get", "configmaps", "-n", TARGET)
     assert refused.returncode != 0 and "Unauthorized" in refused.stderr  # the old token stays dead
     history = again["history"]
     assert [h["reason"] for h in history] == ["CHG-100 look at the rollout", "CHG-101 second look"]
@@ -334,3 +340,29 @@ def test_postgresql_jit_login_follows_its_window(plane: ControlPlane, env: Local
         time.sleep(0.3)
     with pg.admin() as conn:
         assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'alice_jit'").fetchone() is None
+
+
+def test_a_postgresql_role_kubepam_did_not_create_is_never_adopted(
+    plane: ControlPlane, env: LocalPostgres
+) -> None:
+    """A DBA's role that happens to be named like a JIT account (here dba_jit) is neither given a new
+    password nor disabled nor dropped, even when a security admin creates the JitAccount."""
+    pg = env
+    pg.sql("CREATE ROLE dba_jit LOGIN PASSWORD 'the-dbas-own'")
+    apply(
+        plane,
+        "sonia",
+        obj("JitAccount", "dba-pg", jit_spec(owner="dba", project="pg", groups=["app_reader"])),
+    )
+    deadline = time.monotonic() + 40
+    while "refusing to adopt" not in (status(plane, "dba-pg").get("message") or ""):
+        assert time.monotonic() < deadline, status(plane, "dba-pg")
+        time.sleep(0.3)
+    assert status(plane, "dba-pg").get("phase") != "Active"
+    assert pg.can_login("dba_jit", "the-dbas-own") and pg.member_of("dba_jit") == set()
+    plane.kubectl("sonia", "delete", "jitaccount", "dba-pg", "-n", NS)
+    deadline = time.monotonic() + 30
+    while plane.kubectl("admin", "get", "jitaccount", "dba-pg", "-n", NS, check=False).returncode == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert pg.can_login("dba_jit", "the-dbas-own")  # still there, untouched

@@ -4,6 +4,7 @@ expiry through the scheduler, elevation with approval and its window, and retrie
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -12,16 +13,20 @@ from kubepam.domain.checkout import parse_checkout_policy
 from kubepam.domain.policy import parse_policy
 from kubepam.domain.project import parse_project
 from kubepam.services.accounts import Accounts
-from kubepam.services.checkouts import CheckoutService
+from kubepam.services.checkouts import CheckoutService, credential_secret_name, elevation_binding_name
 from kubepam.services.scheduler import Scheduler
 from tests.handlers.fakes import Clock, FakeEvents, FakeLeases, FakeObjects, FakeRbac, FakeSecrets
 
 NS = "team"
+APPS = "team-apps"  # where elevation binds: never the namespace that holds the keys and passwords
+SECRET_A = credential_secret_name("a", "uid-a")
 
 
 class Dir:
     def __init__(self) -> None:
-        self._project = parse_project({"sharedAccounts": [{"name": "admin", "backend": "kubernetes"}]})
+        self._project = replace(
+            parse_project({"sharedAccounts": [{"name": "admin", "backend": "kubernetes"}]}), uid="project-uid"
+        )
         self._checkout_policy = parse_checkout_policy(
             {
                 "project": "p",
@@ -29,6 +34,7 @@ class Dir:
                 "elevation": {
                     "eligibleAccounts": ["admin"],
                     "privilegedGroups": ["edit"],
+                    "namespaces": [APPS],
                     "approvalWindow": "10m",
                 },
             }
@@ -117,8 +123,9 @@ async def test_grant_is_exclusive_and_delivers_a_secret_only_the_holder_reads() 
     w.create("a", "alice")
     status = await w.step("a")
     assert status["phase"] == "Active" and status["holder"] == "alice"
-    assert w.rbac.readers[(NS, "checkout-a")] == "alice"
-    assert w.secrets.items[(NS, "checkout-a")].data["username"] == b"admin"
+    assert status["secretName"] == SECRET_A == "kubepam-checkout-a-uid-a"
+    assert w.rbac.readers[(NS, SECRET_A)] == "alice"
+    assert w.secrets.items[(NS, SECRET_A)].data["username"] == b"admin"
     expires = status["expiresAt"]
     assert expires == (w.clock.now + timedelta(minutes=20)).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
@@ -138,7 +145,7 @@ async def test_user_checkin_does_not_rotate_forced_does() -> None:
     w.objects.items[("checkouts", NS, "a")]["spec"]["checkin"] = {"requested": True}
     done = await w.step("a")
     assert done["phase"] == "CheckedIn" and done["checkinReason"] == "User" and w.password() == first
-    assert (NS, "checkout-a") not in w.secrets.items and (NS, "checkout-a") not in w.rbac.readers
+    assert (NS, SECRET_A) not in w.secrets.items and (NS, SECRET_A) not in w.rbac.readers
     assert w.leases.held == {}
     w.create("b", "bob")
     await w.step("b")
@@ -188,12 +195,15 @@ async def test_elevation_waits_for_a_real_approver_then_ends_with_its_window() -
         "approver": "approver",
     }
     status = await w.step("a")
-    assert status["elevation"]["state"] == "ELEVATED" and w.rbac.bindings[(NS, "checkout-a-elevation")] == (
-        "edit",
-    )
+    assert status["elevation"]["state"] == "ELEVATED" and w.rbac.bindings[
+        (APPS, elevation_binding_name("a", "uid-a"))
+    ] == ("edit",)
     w.clock.advance(minutes=11)
     status = await w.step("a")
-    assert status["elevation"]["state"] == "REMOVED" and (NS, "checkout-a-elevation") not in w.rbac.bindings
+    assert (
+        status["elevation"]["state"] == "REMOVED"
+        and (APPS, elevation_binding_name("a", "uid-a")) not in w.rbac.bindings
+    )
 
 
 async def test_a_failing_rotation_keeps_the_account_locked_and_is_retried() -> None:
@@ -202,7 +212,7 @@ async def test_a_failing_rotation_keeps_the_account_locked_and_is_retried() -> N
     await w.step("a")
     real_rotate, calls = w.accounts.rotate, []
 
-    async def failing(account: Any, uid: str) -> None:
+    async def failing(account: Any) -> None:
         calls.append(1)
         raise postgres.BackendError("postgresql db:5432: OperationalError: connection refused")
 

@@ -25,6 +25,7 @@ SETTINGS = parse_settings(
         "allowedGroups": ["view", "edit"],
         "creators": {"groups": ["sre"]},
         "maxDuration": "4h",
+        "namespaces": ["apps"],
     },
     "team",
 )
@@ -57,6 +58,12 @@ GOOD = {"project": "p", "owner": "alice", "groups": ["view"], "reason": "CHG-1 d
         ({**GOOD, "groups": []}, "alice", ["sre"], "spec.groups: at least one group is required"),
         ({**GOOD, "reason": ""}, "alice", ["sre"], "spec.reason: a reason is required"),
         ({**GOOD, "duration": "5h"}, "alice", ["sre"], "spec.duration 5h exceeds project p's maximum 4h"),
+        (
+            {**GOOD, "accountName": "bob_jit"},
+            "alice",
+            ["sre"],
+            "only kubepam:security-admins choose spec.accountName (yours is alice_jit)",
+        ),
     ],
 )
 def test_refusals_have_their_own_message(
@@ -88,7 +95,27 @@ def test_disabled_projects_refuse() -> None:
 def test_names() -> None:
     assert account_name({"owner": "bob"}) == "bob_jit"
     assert service_account_name("db_ops_jit") == "db-ops-jit"
-    assert parse_settings({}, "team").namespaces == ("team",)
+    assert parse_settings({"namespaces": ["apps"]}, "team").namespaces == ("apps",)
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "message"),
+    [
+        ([], "spec.jit.namespaces: name the namespaces where the privileged groups apply"),
+        (["apps", "team"], "spec.jit.namespaces must not include team: it holds the project's CA keys"),
+    ],
+)
+def test_jit_groups_never_apply_where_the_keys_are(namespaces: list[str], message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_settings({"enabled": True, "allowedGroups": ["edit"], "namespaces": namespaces}, "team")
+    assert message in err.value.problems[0]
+    # the postgresql backend binds nothing in Kubernetes
+    assert parse_settings({"enabled": True, "backend": "postgresql"}, "team").namespaces == ()
+
+
+def test_a_security_admin_may_choose_another_account_name() -> None:
+    spec = {**GOOD, "owner": "bob", "accountName": "ops_jit"}
+    assert check(spec, SETTINGS, "p", "secadmin", ["kubepam:security-admins"]).account == "ops_jit"
 
 
 @pytest.mark.parametrize(

@@ -33,5 +33,12 @@ IDENTITIES: tuple[Identity, ...] = (
     Identity("approver", "approver", ("kubepam:approvers",)),
     Identity("alice", "alice", ("kubepam:users",)),
     Identity("bob", "bob", ("kubepam:users",)),
+    # People only tests/security/ acts as: an attacker among the users, a victim, a DevOps admin who
+    # tries to reach credentials, a second approver and a second security admin.
+    Identity("mallory", "mallory", ("kubepam:users",)),
+    Identity("victor", "victor", ("kubepam:users",)),
+    Identity("dana", "dana", ("kubepam:devops-admins",)),
+    Identity("april", "april", ("kubepam:approvers",)),
+    Identity("sonia", "sonia", ("kubepam:security-admins",)),
     Identity("controller-manager", "system:kube-controller-manager", ("system:masters",)),
 )

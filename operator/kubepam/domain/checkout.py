@@ -69,6 +69,7 @@ class CheckoutPolicySpec:
     approver_users: frozenset[str]
     approver_groups: frozenset[str]
     approval_window: timedelta
+    elevation_namespaces: tuple[str, ...] = ()  # kubernetes accounts: where privilegedGroups are bound
 
     def covers(self, account: str) -> bool:
         """Does this account need an exclusive checkout (All / Include / Exclude)?"""
@@ -111,6 +112,7 @@ def parse_checkout_policy(spec: Mapping[str, Any]) -> CheckoutPolicySpec:
         approver_users=frozenset(approvers.get("users") or []),
         approver_groups=frozenset(approvers.get("groups") or []),
         approval_window=duration(elevation.get("approvalWindow"), "1h", "spec.elevation.approvalWindow"),
+        elevation_namespaces=tuple(elevation.get("namespaces") or ()),
     )
     if problems:
         raise SpecError(problems)

@@ -15,6 +15,7 @@ from typing import Any
 
 from kubepam.domain.durations import format_duration, parse_duration
 from kubepam.domain.errors import SpecError
+from kubepam.domain.grants import privileged_namespaces_problem
 
 NAME_MAX = 20
 HISTORY_MAX = 20
@@ -29,7 +30,7 @@ class JitSettings:
     allowed_groups: tuple[str, ...]
     creator_groups: frozenset[str]
     max_duration: timedelta
-    namespaces: tuple[str, ...]  # kubernetes: where bindings go (default: the project's namespace)
+    namespaces: tuple[str, ...]  # kubernetes: where bindings go (never the project's own namespace)
     postgresql: Mapping[str, Any] | None
 
 
@@ -38,13 +39,19 @@ def parse_settings(jit: Mapping[str, Any], project_namespace: str) -> JitSetting
         maximum = parse_duration(jit.get("maxDuration", "8h"))
     except ValueError as exc:
         raise SpecError([f"spec.jit.maxDuration: {exc}"]) from None
+    backend = str(jit.get("backend", "kubernetes"))
+    namespaces = tuple(jit.get("namespaces") or ())
+    if backend == "kubernetes" and jit.get("enabled", False):
+        problem = privileged_namespaces_problem("spec.jit.namespaces", namespaces, project_namespace)
+        if problem:
+            raise SpecError([problem])
     return JitSettings(
         enabled=bool(jit.get("enabled", False)),
-        backend=str(jit.get("backend", "kubernetes")),
+        backend=backend,
         allowed_groups=tuple(jit.get("allowedGroups") or ()),
         creator_groups=frozenset((jit.get("creators") or {}).get("groups") or []),
         max_duration=maximum,
-        namespaces=tuple(jit.get("namespaces") or (project_namespace,)),
+        namespaces=namespaces,
         postgresql=jit.get("postgresql"),
     )
 
@@ -88,6 +95,9 @@ def check(
         problems.append(f"account name {account!r} is {len(account)} characters; at most {NAME_MAX}")
     elif not _ACCOUNT.match(account):
         problems.append(f"account name {account!r} must look like <name>_jit (a-z, 0-9, _)")
+    explicit = spec.get("accountName")
+    if actor and explicit and explicit != f"{owner}_jit" and not is_admin:
+        problems.append(f"only kubepam:security-admins choose spec.accountName (yours is {owner}_jit)")
     if actor and actor != owner and not is_admin:
         problems.append(f"{actor} may only create JIT accounts they own (owner is {owner})")
     if actor and not is_admin and not (groups_of_actor & settings.creator_groups):

@@ -12,6 +12,7 @@ from typing import Any
 from kubepam.domain.connection import parse_connection
 from kubepam.domain.durations import format_duration, parse_duration
 from kubepam.domain.errors import SpecError
+from kubepam.domain.grants import privileged_namespaces_problem
 from kubepam.domain.roles import parse_role
 
 Validator = Callable[[str, str, Mapping[str, Any]], list[str]]
@@ -100,6 +101,12 @@ def validate_project(namespace: str, name: str, spec: Mapping[str, Any]) -> list
         problems.append("spec.jit.allowedGroups: list at least one group when JIT is enabled")
     if jit.get("enabled") and jit.get("backend") == "postgresql" and not jit.get("postgresql"):
         problems.append("spec.jit.postgresql: required for the postgresql backend")
+    if jit.get("enabled") and jit.get("backend", "kubernetes") == "kubernetes":
+        problem = privileged_namespaces_problem(
+            "spec.jit.namespaces", list(jit.get("namespaces") or []), namespace
+        )
+        if problem:
+            problems.append(problem)
     return problems
 
 
@@ -118,6 +125,11 @@ def validate_checkout_policy(namespace: str, name: str, spec: Mapping[str, Any])
     _duration(problems, spec, "elevation.approvalWindow", timedelta(seconds=10), timedelta(hours=24))
     if spec.get("scope", "All") != "All" and not spec.get("accounts"):
         problems.append("spec.accounts: list accounts when spec.scope is Include or Exclude")
+    targets = list((spec.get("elevation") or {}).get("namespaces") or [])
+    if targets and (
+        problem := privileged_namespaces_problem("spec.elevation.namespaces", targets, namespace)
+    ):
+        problems.append(problem)
     return problems
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from kubepam.adapters import postgres
 from kubepam.adapters.events import Events
-from kubepam.adapters.kube import KubeError, Secrets, owner_reference
+from kubepam.adapters.kube import Secrets, owner_reference
 from kubepam.adapters.leases import Hold, Leases
 from kubepam.adapters.rbac import Rbac
 from kubepam.domain.checkout import (
@@ -35,12 +35,14 @@ from kubepam.domain.checkout import (
 )
 from kubepam.domain.conditions import Health, rfc3339
 from kubepam.domain.durations import parse_duration
+from kubepam.domain.grants import privileged_namespaces_problem
 from kubepam.domain.kinds import API_VERSION
+from kubepam.domain.ownership import derived_name
 from kubepam.domain.plans import Plan
 from kubepam.domain.policy import Capability, Policy, Request, Subject, evaluate
 from kubepam.domain.project import ProjectSpec
 from kubepam.services.accounts import Account, Accounts, find_account
-from kubepam.services.reconciler import ObjectReconciler, Objects
+from kubepam.services.reconciler import RETRYABLE, ObjectReconciler, Objects
 from kubepam.services.scheduler import Scheduler
 
 log = logging.getLogger("kubepam.checkouts")
@@ -64,6 +66,15 @@ def health(phase: Phase, message: str) -> Plan:
     if phase in (Phase.PENDING, Phase.CHECKIN):
         return Plan(Health.RECONCILING, phase.value, message)
     return Plan(Health.READY, phase.value, message)
+
+
+def credential_secret_name(name: str, uid: str) -> str:
+    """The holder's credential Secret (and its Role and RoleBinding): named from the Checkout's uid."""
+    return derived_name("checkout", name, uid)
+
+
+def elevation_binding_name(name: str, uid: str) -> str:
+    return derived_name("elevation", name, uid)
 
 
 class CheckoutService(ObjectReconciler):
@@ -112,7 +123,7 @@ class CheckoutService(ObjectReconciler):
         project = self._dir.project(ns, spec["project"])
         if project is None:
             return None, None, f"no Project {ns}/{spec['project']}"
-        account = find_account(ns, spec["project"], project.shared_accounts, spec["account"])
+        account = find_account(ns, spec["project"], project.uid, project.shared_accounts, spec["account"])
         if account is None:
             return None, None, f"project {spec['project']} has no shared account {spec['account']}"
         policy = self._dir.checkout_policy(ns, spec["project"])
@@ -158,15 +169,14 @@ class CheckoutService(ObjectReconciler):
                 )
         expires = holder.expires_at or want.expires_at
         assert expires is not None
-        project_uid = self._dir.project_uid(ns, spec["project"]) or ""
-        credential = await self._accounts.credential(account, project_uid)
-        secret = f"checkout-{meta['name']}"
+        credential = await self._accounts.credential(account)
+        secret = credential_secret_name(meta["name"], meta["uid"])
         owner = self._owner(obj)
         current = await self._secrets.get(ns, secret)
         if current is None:
-            await self._secrets.create(
-                ns, secret, credential, labels={"kubepam.io/checkout": meta["name"]}, owner=owner
-            )
+            await self._secrets.create(ns, secret, credential, owner=owner)
+        else:
+            await self._secrets.replace(ns, secret, credential, current, owner)
         await self._rbac.grant_secret_read(ns, secret, secret, spec["requester"], owner)
         rule = decision.grant
         wants_elevation = bool((spec.get("elevation") or {}).get("requested"))
@@ -180,6 +190,10 @@ class CheckoutService(ObjectReconciler):
             and not rule.elevation_allowed
         ):
             elevation, note = Elevation.DENIED, f"rule {decision.source} does not allow elevation"
+        elif elevation in (Elevation.PENDING, Elevation.APPROVED) and (
+            problem := self._elevation_targets_problem(account, policy)
+        ):
+            elevation, note = Elevation.DENIED, problem
         self._note(
             obj,
             "CheckedOut",
@@ -222,9 +236,9 @@ class CheckoutService(ObjectReconciler):
         other = await self._objects.get(PLURAL, ns, holder.checkout) if holder.checkout else None
         if other is not None and other["metadata"]["uid"] == holder.uid:
             return False
-        await self._revoke_account(account, policy, holder.holder, holder.checkout)
+        await self._revoke_account(account, policy, holder.holder, holder.checkout, holder.uid)
         if policy.rotate_on_forced:
-            await self._accounts.rotate(account, self._dir.project_uid(ns, account.project) or "")
+            await self._accounts.rotate(account)
         await self._leases.release(ns, account.lease_name, holder.uid)
         log.info("reclaimed %s/%s from deleted checkout %s", ns, account.name, holder.checkout)
         return True
@@ -323,6 +337,8 @@ class CheckoutService(ObjectReconciler):
                         "lastError": "no rule allows elevation for this checkout",
                     }
                 }
+            if problem := self._elevation_targets_problem(account, policy):
+                return {"elevation": {**elevation, "state": Elevation.DENIED.value, "lastError": problem}}
             nxt = Elevation.PENDING if rule.elevation_requires_approval else Elevation.APPROVED
             return {"elevation": {**elevation, "state": nxt.value}}
         if state is Elevation.PENDING:
@@ -393,7 +409,9 @@ class CheckoutService(ObjectReconciler):
         if state is Elevation.ELEVATED:
             window_end = _ts(elevation.get("expiresAt"))
             if window_end is not None and now >= window_end:
-                await self._revoke_account(account, policy, spec["requester"], obj["metadata"]["name"])
+                await self._revoke_account(
+                    account, policy, spec["requester"], obj["metadata"]["name"], obj["metadata"]["uid"]
+                )
                 self._note(
                     obj,
                     "ElevationRemoved",
@@ -402,6 +420,16 @@ class CheckoutService(ObjectReconciler):
                 )
                 return {"elevation": {**elevation, "state": Elevation.REMOVED.value, "lastError": ""}}
         return {}
+
+    @staticmethod
+    def _elevation_targets_problem(account: Account, policy: CheckoutPolicySpec) -> str:
+        if account.backend == "postgresql":
+            return ""
+        return privileged_namespaces_problem(
+            f"CheckoutPolicy of project {account.project}: spec.elevation.namespaces",
+            policy.elevation_namespaces,
+            account.namespace,
+        )
 
     async def _grant(
         self, account: Account, policy: CheckoutPolicySpec, holder: str, obj: Mapping[str, Any]
@@ -414,16 +442,18 @@ class CheckoutService(ObjectReconciler):
                 policy.privileged_groups,
             )
         else:
-            await self._rbac.bind_cluster_roles(
-                account.namespace,
-                f"checkout-{obj['metadata']['name']}-elevation",
-                policy.privileged_groups,
-                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": holder},
-                self._owner(obj),
-            )
+            for target in policy.elevation_namespaces:
+                await self._rbac.bind_cluster_roles(
+                    target,
+                    elevation_binding_name(obj["metadata"]["name"], obj["metadata"]["uid"]),
+                    policy.privileged_groups,
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": holder},
+                    self._owner(obj),
+                    owner_namespace=account.namespace,
+                )
 
     async def _revoke_account(
-        self, account: Account, policy: CheckoutPolicySpec, holder: str, checkout: str
+        self, account: Account, policy: CheckoutPolicySpec, holder: str, checkout: str, uid: str
     ) -> None:
         if account.backend == "postgresql":
             assert account.postgresql is not None
@@ -433,9 +463,13 @@ class CheckoutService(ObjectReconciler):
                 policy.privileged_groups,
             )
         else:
-            await self._rbac.unbind(
-                account.namespace, f"checkout-{checkout}-elevation", policy.privileged_groups
-            )
+            for target in policy.elevation_namespaces:
+                await self._rbac.unbind(
+                    target,
+                    elevation_binding_name(checkout, uid),
+                    policy.privileged_groups,
+                    owner_reference(API_VERSION, "Checkout", checkout, uid),
+                )
 
     async def _checkin(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
@@ -444,7 +478,7 @@ class CheckoutService(ObjectReconciler):
         reason = CheckinReason(status.get("checkinReason") or CheckinReason.EXPIRED.value)
         elevation = dict(status.get("elevation") or {})
         if Elevation(elevation.get("state") or "NOT_REQUIRED") in HOLDS_PRIVILEGE and account and policy:
-            await self._revoke_account(account, policy, spec["requester"], meta["name"])
+            await self._revoke_account(account, policy, spec["requester"], meta["name"], meta["uid"])
             self._note(
                 obj,
                 "ElevationRemoved",
@@ -454,7 +488,7 @@ class CheckoutService(ObjectReconciler):
             return {"elevation": {**elevation, "state": Elevation.REMOVED.value, "lastError": ""}}
         rotation = dict(status.get("rotation") or {})
         if rotation.get("required") and not rotation.get("completedAt") and account is not None:
-            await self._accounts.rotate(account, self._dir.project_uid(ns, account.project) or "")
+            await self._accounts.rotate(account)
             self._note(
                 obj,
                 "Rotated",
@@ -462,9 +496,9 @@ class CheckoutService(ObjectReconciler):
                 audit={"account": account.name, "why": f"check-in {reason.value}"},
             )
             return {"rotation": {**rotation, "completedAt": rfc3339(self._clock()), "lastError": ""}}
-        secret = status.get("secretName") or f"checkout-{meta['name']}"
-        await self._secrets.delete(ns, secret)
-        await self._rbac.revoke_secret_read(ns, secret)
+        secret = credential_secret_name(meta["name"], meta["uid"])  # never a name read back from status
+        await self._secrets.delete(ns, secret, self._owner(obj))
+        await self._rbac.revoke_secret_read(ns, secret, self._owner(obj))
         if account is not None:
             await self._leases.release(ns, account.lease_name, meta["uid"])
         final = Phase.EXPIRED if reason is CheckinReason.EXPIRED else Phase.CHECKED_IN
@@ -503,7 +537,7 @@ class CheckoutService(ObjectReconciler):
         if holder is not None and holder.uid == obj["metadata"]["uid"]:
             try:
                 await self._reclaim_if_orphaned(ns, account, policy, holder)
-            except (postgres.BackendError, KubeError, RuntimeError) as exc:
+            except RETRYABLE as exc:
                 log.warning(
                     "cleanup of deleted checkout %s/%s failed, retried at the next checkout: %s",
                     ns,

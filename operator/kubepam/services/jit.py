@@ -22,6 +22,7 @@ from kubepam.domain import jit
 from kubepam.domain.conditions import Health, rfc3339
 from kubepam.domain.errors import SpecError
 from kubepam.domain.kinds import API_VERSION
+from kubepam.domain.ownership import ForeignObject, derived_name
 from kubepam.domain.plans import Plan
 from kubepam.domain.project import ProjectSpec
 from kubepam.services.accounts import Accounts
@@ -40,6 +41,22 @@ class Directory(Protocol):
 
 def _ts(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+
+
+def credential_secret_name(obj: Mapping[str, Any]) -> str:
+    """The owner's credential Secret (and its Role and RoleBinding), named from the JitAccount's uid."""
+    return derived_name("jit", obj["metadata"]["name"], obj["metadata"]["uid"])
+
+
+def role_owner(obj: Mapping[str, Any]) -> str:
+    """The comment a PostgreSQL JIT role carries: which JitAccount (by uid) it belongs to."""
+    meta = obj["metadata"]
+    return f"kubepam jitaccount {meta['namespace']}/{meta['name']} uid {meta['uid']}"
+
+
+def grant_name(obj: Mapping[str, Any]) -> str:
+    """Base name of the RoleBindings of the account's groups (one per ClusterRole and namespace)."""
+    return derived_name("jitgrant", obj["metadata"]["name"], obj["metadata"]["uid"])
 
 
 def _health(phase: str, message: str) -> Plan:
@@ -222,25 +239,12 @@ class JitService(ObjectReconciler):
 
     async def _deliver(self, obj: Mapping[str, Any], data: Mapping[str, bytes]) -> str:
         """The credential in a Secret only the owner can read."""
-        ns, name, owner_user = (
-            obj["metadata"]["namespace"],
-            f"jit-{obj['metadata']['name']}",
-            obj["spec"]["owner"],
-        )
+        ns, name, owner_user = obj["metadata"]["namespace"], credential_secret_name(obj), obj["spec"]["owner"]
         current = await self._secrets.get(ns, name)
         if current is None:
-            await self._secrets.create(
-                ns, name, data, labels={"kubepam.io/jit": obj["metadata"]["name"]}, owner=self._owner(obj)
-            )
+            await self._secrets.create(ns, name, data, owner=self._owner(obj))
         else:
-            await self._secrets.replace(
-                ns,
-                name,
-                data,
-                current.resource_version,
-                labels={"kubepam.io/jit": obj["metadata"]["name"]},
-                owner=self._owner(obj),
-            )
+            await self._secrets.replace(ns, name, data, current, self._owner(obj))
         await self._rbac.grant_secret_read(ns, name, name, owner_user, self._owner(obj))
         return name
 
@@ -255,7 +259,9 @@ class JitService(ObjectReconciler):
             server = await self._accounts.server(ns, settings.postgresql)
             password = random.token_urlsafe(24)
             stale = [g for g in settings.allowed_groups if g not in request.groups]
-            await postgres.ensure_login_role(server, request.account, password, request.groups, window.end)
+            await postgres.ensure_login_role(
+                server, request.account, password, request.groups, window.end, role_owner(obj)
+            )
             if stale:
                 await postgres.revoke(server, request.account, stale)
             data = {
@@ -267,16 +273,17 @@ class JitService(ObjectReconciler):
             }
             return await self._deliver(obj, data)
         sa = jit.service_account_name(request.account)
-        await self._sas.ensure(ns, sa, self._owner(obj), {"kubepam.io/jit": obj["metadata"]["name"]})
+        await self._sas.ensure(ns, sa, self._owner(obj), {})
         subject = {"kind": "ServiceAccount", "name": sa, "namespace": ns}
         history = (obj.get("status") or {}).get("history") or []
         previous = set(history[-1].get("groups") or []) if history else set()
         dropped = [g for g in previous if g not in request.groups]  # only groups an earlier window granted
+        grant = grant_name(obj)
         for target in settings.namespaces:
             if dropped:
-                await self._rbac.unbind(target, f"jit-{sa}", dropped)
+                await self._rbac.unbind(target, grant, dropped, self._owner(obj))
             await self._rbac.bind_cluster_roles(
-                target, f"jit-{sa}", request.groups, subject, self._owner(obj) if target == ns else None
+                target, grant, request.groups, subject, self._owner(obj), owner_namespace=ns
             )
         token, expiration = await self._sas.token(ns, sa, seconds)
         data = {
@@ -294,15 +301,21 @@ class JitService(ObjectReconciler):
         ns = obj["metadata"]["namespace"]
         if settings.backend == "postgresql" and settings.postgresql is not None:
             server = await self._accounts.server(ns, settings.postgresql)
-            if drop:
-                await postgres.drop_role(server, account)
-            else:
-                await postgres.disable_login(server, account, random.token_urlsafe(24))
+            try:
+                if drop:
+                    await postgres.drop_role(server, account, role_owner(obj))
+                else:
+                    await postgres.disable_login(server, account, random.token_urlsafe(24), role_owner(obj))
+            except postgres.ForeignRole as exc:  # never ours: leave it alone, and say so
+                await self._events.emit(obj, "LeftAlone", str(exc), warning=True)
         else:
             sa = jit.service_account_name(account)
             for target in settings.namespaces:
-                await self._rbac.unbind(target, f"jit-{sa}", settings.allowed_groups)
-            await self._sas.delete(ns, sa)  # every token of the account is useless from here on
-        secret = f"jit-{obj['metadata']['name']}"
-        await self._secrets.delete(ns, secret)
-        await self._rbac.revoke_secret_read(ns, secret)
+                await self._rbac.unbind(target, grant_name(obj), settings.allowed_groups, self._owner(obj))
+            try:  # every token of the account is useless from here on
+                await self._sas.delete(ns, sa, self._owner(obj))
+            except ForeignObject as exc:  # never ours (another JitAccount's, or nobody's): leave it alone
+                await self._events.emit(obj, "LeftAlone", str(exc), warning=True)
+        secret = credential_secret_name(obj)
+        await self._secrets.delete(ns, secret, self._owner(obj))
+        await self._rbac.revoke_secret_read(ns, secret, self._owner(obj))
