@@ -1,6 +1,7 @@
 """A real PostgreSQL (Debian's binaries) on a loopback port for e2e tests: initdb into a temporary
-directory, password authentication over TCP, started and stopped on demand (to test outages).
-PostgreSQL refuses to run as root; as root the server runs as the `postgres` system user."""
+directory, TLS only over TCP (a server certificate for 127.0.0.1 and localhost from a test CA, exposed
+as ``ca_pem``/``ca_file`` for clients) with SCRAM-SHA-256, started and stopped on demand (to test
+outages). PostgreSQL refuses to run as root; as root the server runs as the `postgres` system user."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import psycopg
 
 from kubepam.dev.cluster import free_port
+from tests.tls import TestCA
 
 
 def _bin(name: str) -> str:
@@ -34,6 +36,9 @@ class LocalPostgres:
         self.password = superuser_password
         self.as_root = os.geteuid() == 0
         self.user = "postgres" if self.as_root else getpass.getuser()
+        self.ca = TestCA("kubepam e2e PostgreSQL CA")
+        self.ca_pem = self.ca.cert_pem.decode()
+        self.ca_file = self.dir / "ca.crt"  # what clients verify the server with (sslrootcert)
 
     def _run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = ["runuser", "-u", "postgres", "--", *cmd] if self.as_root else list(cmd)
@@ -57,11 +62,25 @@ class LocalPostgres:
             "--auth-local=trust",
             "--auth-host=scram-sha-256",
         )
+        server = self.ca.server(("127.0.0.1", "localhost"))
+        cert, key = self.dir / "server.crt", self.dir / "server.key"
+        cert.write_bytes(server.cert_pem)
+        key.write_bytes(server.key_pem)
+        key.chmod(0o600)
+        self.ca_file.write_bytes(self.ca.cert_pem)
+        if self.as_root:
+            shutil.chown(cert, "postgres")
+            shutil.chown(key, "postgres")
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = "
-                f"'{self.dir}'\nfsync = off\nlog_connections = on\n"
+                f"'{self.dir}'\nfsync = off\nlog_connections = on\nssl = on\n"
+                f"ssl_cert_file = '{cert}'\nssl_key_file = '{key}'\npassword_encryption = scram-sha-256\n"
             )
+        # TCP only over TLS with SCRAM; the Unix socket (in the private directory) stays for pg_ctl.
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\nlocal replication all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
+        )
 
     def start(self) -> None:
         self._run(
@@ -83,6 +102,10 @@ class LocalPostgres:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def tls(self) -> dict[str, str]:
+        """Connection parameters a careful client uses: the server verified, SCRAM only."""
+        return {"sslmode": "verify-full", "sslrootcert": str(self.ca_file), "require_auth": "scram-sha-256"}
+
     def admin(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(
             host="127.0.0.1",
@@ -92,6 +115,7 @@ class LocalPostgres:
             dbname="postgres",
             autocommit=True,
             connect_timeout=5,
+            **self.tls(),
         )
 
     def sql(self, statement: str) -> None:
@@ -107,6 +131,7 @@ class LocalPostgres:
                 password=password,
                 dbname="postgres",
                 connect_timeout=5,
+                **self.tls(),
             ) as conn:
                 conn.execute("SELECT 1")
             return True
@@ -115,7 +140,13 @@ class LocalPostgres:
 
     def psql_login(self, user: str, password: str) -> bool:
         """The same check with the real psql client, as a person would."""
-        env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"}
+        env = {
+            **os.environ,
+            "PGPASSWORD": password,
+            "PGCONNECT_TIMEOUT": "5",
+            "PGSSLMODE": "verify-full",
+            "PGSSLROOTCERT": str(self.ca_file),
+        }
         result = subprocess.run(
             [
                 "psql",

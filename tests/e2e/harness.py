@@ -144,18 +144,48 @@ def post(
         return exc.code, json.loads(exc.read())
 
 
-def postgres_admin_secret(plane: ControlPlane, namespace: str, password: str) -> None:
-    """The Secret through which the operator reaches a test PostgreSQL as its superuser."""
-    plane.kubectl(
+def postgres_admin_secret(
+    plane: ControlPlane,
+    namespace: str,
+    password: str,
+    port: int | None,
+    *,
+    name: str = "pg-admin",
+    allowed_hosts: str | None = None,
+) -> None:
+    """The Secret through which the operator reaches a test PostgreSQL as its superuser, pinned (as a
+    security admin does) to 127.0.0.1:<port> or to ``allowed_hosts``; neither: no pinning annotation."""
+    allowed = allowed_hosts if allowed_hosts is not None else (f"127.0.0.1:{port}" if port else None)
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if allowed is not None:
+        meta["annotations"] = {"kubepam.io/allowed-hosts": allowed}
+    apply(
+        plane,
         "admin",
-        "create",
-        "secret",
-        "generic",
-        "pg-admin",
-        "-n",
-        namespace,
-        "--from-literal=username=postgres",
-        f"--from-literal=password={password}",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta,
+            "type": "Opaque",
+            "stringData": {"username": "postgres", "password": password},
+        },
+    )
+
+
+def postgres_ca_configmap(
+    plane: ControlPlane, namespace: str, ca_pem: str, name: str = "pg-ca-bundle"
+) -> None:
+    """The ConfigMap with the CA that signed the test PostgreSQL's certificate (postgresql.caConfigMapRef),
+    named so that no Project's derived `<project>-ca` ConfigMap can be it."""
+    apply(
+        plane,
+        "admin",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {"ca.crt": ca_pem},
+        },
     )
 
 

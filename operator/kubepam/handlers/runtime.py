@@ -132,7 +132,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     tokens = EnrollmentTokens(secrets)
     scheduler = Scheduler(utcnow)
     events = Events()
-    accounts = Accounts(secrets, utcnow)
+    accounts = Accounts(secrets, utcnow, configmaps)
     rbac = Rbac()
     checkouts = CheckoutService(
         directory, objects, Leases(), secrets, rbac, accounts, scheduler, events, utcnow
@@ -154,9 +154,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         cas=cas,
         enrollment=tokens,
         issuer=CertificateIssuer(directory, cas, utcnow),
-        enroller=Enroller(
-            tokens, cas, objects, lambda ns, name: directory.project(ns, name) is not None, utcnow
-        ),
+        enroller=Enroller(tokens, cas, objects, directory.project_uid, utcnow),
         access=AccessTokenVerifier(
             signing, issuer=SETTINGS.issuer, audience=SETTINGS.audience, directory=directory
         ),
