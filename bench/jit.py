@@ -29,6 +29,7 @@ from common import operator_on_control_plane, pct  # noqa: E402
 from tests.e2e.harness import apply, team_namespace, wait_for  # noqa: E402
 
 NS = "benchjit"
+APPS = "benchjit-apps"
 
 
 def rss_mib(pid: int) -> float:
@@ -58,6 +59,7 @@ def main() -> None:
                 env={**os.environ, "KUBECONFIG": str(plane.kubeconfig("admin"))},
             )
             team_namespace(plane, NS)
+            team_namespace(plane, APPS)
             apply(
                 plane,
                 "admin",
@@ -71,6 +73,7 @@ def main() -> None:
                             "allowedGroups": ["view"],
                             "maxDuration": "2h",
                             "creators": {"groups": ["kubepam:users"]},
+                            "namespaces": [APPS],  # never NS, which holds the keys
                         }
                     },
                 },
