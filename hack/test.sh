@@ -2,6 +2,7 @@
 # The one test command: static checks (ruff, mypy strict, import-linter) and every test (unit,
 # handlers, e2e on the real control plane), from nothing on a fresh machine or from caches.
 set -euo pipefail
+source "$(dirname "$0")/deps.sh"
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 start=$SECONDS

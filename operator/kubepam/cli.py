@@ -107,42 +107,58 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Set up and run the main job: a local control plane (unless KUBECONFIG names a cluster), kubepam
-    installed with its examples, and the operator running as its own least-privileged identity."""
+    installed with its examples, and the operator running as its own least-privileged identity. Whatever
+    it started is stopped again on any failure, Ctrl-C, SIGTERM or SIGHUP (unless --keep)."""
     from kubepam.dev.cluster import ControlPlane, ensure_binaries
     from kubepam.dev.install import install
 
-    def stop_on_sigterm(signum: int, frame: object) -> None:
+    def stop_on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # the same clean shutdown as Ctrl-C: operator first, then the control plane
 
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop_on_signal)
     plane: ControlPlane | None = None
     env = dict(os.environ)
-    if os.environ.get("KUBECONFIG") and not args.local:
-        install(_kubectl_for(os.environ["KUBECONFIG"]), examples=True)
-    else:
-        state_dir = Path(args.state_dir).resolve()
-        old = ControlPlane.load(state_dir)
-        if old is not None:
-            old.stop()
-        plane = ControlPlane(state_dir=state_dir, bin_dir=ensure_binaries())
-        plane.start()
-        install(
-            lambda *cmd, **kw: plane.kubectl("admin", *cmd, **kw),
-            examples=True,
-            requester=lambda *cmd, **kw: plane.kubectl("alice", *cmd, **kw),
-        )
-        env["KUBECONFIG"] = str(plane.kubeconfig("operator"))
-        print(f"control plane up in {plane.startup_seconds:.1f}s; kubeconfigs in {state_dir / 'kubeconfigs'}")
-        print(f"try: KUBECONFIG={plane.kubeconfig('admin')} kubectl get kubepam -A")
-    print("starting the operator (Ctrl-C to stop)")
+    code = 1
     try:
-        proc = subprocess.run([sys.executable, "-m", "kubepam", "run"], env=env, check=False)
-        code = proc.returncode
+        if os.environ.get("KUBECONFIG") and not args.local:
+            install(_kubectl_for(os.environ["KUBECONFIG"]), examples=True)
+        else:
+            state_dir = Path(args.state_dir).resolve()
+            old = ControlPlane.load(state_dir)
+            if old is not None:
+                old.stop()
+            plane = ControlPlane(state_dir=state_dir, bin_dir=ensure_binaries())
+            started = plane
+            plane.start()
+            install(
+                lambda *cmd, **kw: started.kubectl("admin", *cmd, **kw),
+                examples=True,
+                requester=lambda *cmd, **kw: started.kubectl("alice", *cmd, **kw),
+            )
+            env["KUBECONFIG"] = str(plane.kubeconfig("operator"))
+            print(
+                f"control plane up in {plane.startup_seconds:.1f}s; "
+                f"kubeconfigs in {state_dir / 'kubeconfigs'}"
+            )
+            print(f"try: KUBECONFIG={plane.kubeconfig('admin')} kubectl get kubepam -A")
+        print("starting the operator (Ctrl-C to stop)", flush=True)
+        with subprocess.Popen([sys.executable, "-m", "kubepam", "run"], env=env) as proc:
+            try:
+                code = proc.wait()
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                code = 0
     except KeyboardInterrupt:
         code = 0
     finally:
         if plane is not None and not args.keep:
             plane.stop()
+            print("stopped the control plane", flush=True)
     return code
 
 
@@ -481,7 +497,17 @@ def main(argv: list[str] | None = None) -> int:
         argv, remote = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
     args.command_args = remote
-    code: int = args.fn(args)
+    from kubepam.dev.install import InstallError
+
+    try:
+        code: int = args.fn(args)
+    except InstallError as exc:  # kubectl's and the API server's own words, not a traceback
+        print(f"kubepam: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or exc.stdout or "").strip() if isinstance(exc.stderr or exc.stdout, str) else ""
+        print(f"kubepam: {' '.join(map(str, exc.cmd[:3]))} failed: {detail or exc}", file=sys.stderr)
+        return 1
     return code
 
 

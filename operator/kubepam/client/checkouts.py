@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from kubepam.client.errors import api_message
+
 GROUP, VERSION, PLURAL = "kubepam.io", "v1alpha1", "checkouts"
 
 
@@ -23,7 +25,7 @@ def _clients() -> tuple[Any, Any]:
 
 
 def _api_error(exc: Any) -> CheckoutError:
-    return CheckoutError(f"{exc.reason}: {exc.body}" if getattr(exc, "body", None) else str(exc))
+    return CheckoutError(api_message(exc))
 
 
 def checkout(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubepam.client.errors import api_message
+
 GROUP, VERSION, PLURAL = "kubepam.io", "v1alpha1", "jitaccounts"
 
 
@@ -20,12 +22,7 @@ def _api() -> Any:
 
 
 def _error(exc: Any) -> JitError:
-    import json
-
-    try:
-        return JitError(json.loads(exc.body)["message"])
-    except (ValueError, KeyError, TypeError):
-        return JitError(str(exc))
+    return JitError(api_message(exc))
 
 
 def create(

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubepam.client.errors import api_message
+
 GROUP, VERSION = "kubepam.io", "v1alpha1"
 
 
@@ -78,7 +80,7 @@ def request_certificate(
             GROUP, VERSION, tgt.namespace, "sshcertificaterequests", body
         )
     except ApiException as exc:
-        raise SSHError(f"the API server refused the request: {exc.reason} {exc.body or ''}".strip()) from None
+        raise SSHError(f"the API server refused the request: {api_message(exc)}") from None
     name = created["metadata"]["name"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
