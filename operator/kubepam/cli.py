@@ -32,13 +32,37 @@ def _setup_logging(level: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    import kopf
-
     import kubepam.handlers  # noqa: F401  (registers the handlers)
+    from kubepam.handlers.process import serve
     from kubepam.handlers.runtime import SETTINGS
 
     _setup_logging(SETTINGS.log_level)
-    asyncio.run(kopf.operator(clusterwide=True, standalone=True))
+    return asyncio.run(serve())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The leader Lease as a person wants to read it: who leads, since when, last renewal."""
+    from datetime import UTC, datetime
+
+    import kubernetes
+    from kubernetes.client.exceptions import ApiException
+
+    from kubepam.client.errors import api_message
+
+    kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    try:
+        lease = kubernetes.client.CoordinationV1Api().read_namespaced_lease(args.lease, args.namespace)
+    except ApiException as exc:
+        print(f"kubepam: lease {args.namespace}/{args.lease}: {api_message(exc)}", file=sys.stderr)
+        return 1
+    spec: Any = lease.spec
+    holder = spec.holder_identity or "(nobody: the last leader stepped down)"
+    renewed = spec.renew_time
+    age = f"{(datetime.now(UTC) - renewed).total_seconds():.1f}s ago" if renewed else "never"
+    print(f"leader:       {holder}")
+    print(f"since:        {spec.acquire_time.isoformat() if spec.acquire_time else '-'}")
+    print(f"renewed:      {age} (lease {spec.lease_duration_seconds}s)")
+    print(f"transitions:  {spec.lease_transitions or 0}")
     return 0
 
 
@@ -386,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="run the operator and its broker").set_defaults(fn=cmd_run)
+
+    status = sub.add_parser(
+        "status", help="which replica leads (reconciles); every replica serves the broker"
+    )
+    status.add_argument("--namespace", default=os.environ.get("KUBEPAM_NAMESPACE", "kubepam-system"))
+    status.add_argument("--lease", default=os.environ.get("KUBEPAM_LEASE_NAME", "kubepam-operator-leader"))
+    status.set_defaults(fn=cmd_status)
 
     demo = sub.add_parser("demo", help="local control plane + install + examples + operator")
     demo.add_argument("--state-dir", default=str(DEFAULT_DEV_DIR))

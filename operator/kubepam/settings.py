@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
@@ -60,6 +61,24 @@ class Settings:
     sync_grace: timedelta = field(default_factory=lambda: _duration("KUBEPAM_SYNC_GRACE", "5s"))
     # KUBEPAM_API_CONCURRENCY: Kubernetes API calls in flight at once (threads of the client pool).
     api_concurrency: int = field(default_factory=lambda: int(_env("KUBEPAM_API_CONCURRENCY", "32")))
+    # KUBEPAM_LEADER_ELECTION: "true" (default) or "false" (one replica only: it always leads).
+    leader_election: bool = field(
+        default_factory=lambda: _env("KUBEPAM_LEADER_ELECTION", "true").lower() in ("1", "true", "yes")
+    )
+    # KUBEPAM_LEASE_NAME: the coordination.k8s.io Lease (in `namespace`) whose holder reconciles.
+    lease_name: str = field(default_factory=lambda: _env("KUBEPAM_LEASE_NAME", "kubepam-operator-leader"))
+    # KUBEPAM_IDENTITY: this replica's name in the Lease (default: POD_NAME, else host name and pid).
+    identity: str = field(
+        default_factory=lambda: _env(
+            "KUBEPAM_IDENTITY", os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        )
+    )
+    # KUBEPAM_LEASE_DURATION / _RENEW_DEADLINE / _RETRY_PERIOD: others take over this long after the
+    # leader's last renewal; the leader stops acting when it could not renew for the renew deadline;
+    # candidates try, and the leader renews, every retry period.
+    lease_duration: timedelta = field(default_factory=lambda: _duration("KUBEPAM_LEASE_DURATION", "15s"))
+    renew_deadline: timedelta = field(default_factory=lambda: _duration("KUBEPAM_RENEW_DEADLINE", "10s"))
+    retry_period: timedelta = field(default_factory=lambda: _duration("KUBEPAM_RETRY_PERIOD", "2s"))
     # KUBEPAM_LOG_LEVEL: DEBUG, INFO, WARNING.
     log_level: str = field(default_factory=lambda: _env("KUBEPAM_LOG_LEVEL", "INFO"))
 

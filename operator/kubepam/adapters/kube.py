@@ -11,12 +11,14 @@ import asyncio
 import base64
 import functools
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from kubepam.adapters import fencing
 from kubepam.domain.ownership import MANAGED_BY, ForeignObject, owner_labels, provably_ours
 
 T = TypeVar("T")
@@ -41,6 +43,10 @@ class KubeError(Exception):
         return self.status == 403
 
 
+POOL_SIZE = 64  # HTTP connections kept per API client: more than the threads that use it, so none is
+# discarded and re-handshaken under load (urllib3's default of 10 churned TLS connections at 32 threads)
+
+
 @functools.cache
 def load_config() -> None:
     """In-cluster config when running in a pod, else the current kubeconfig (KUBECONFIG)."""
@@ -48,11 +54,12 @@ def load_config() -> None:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    config = kubernetes.client.Configuration.get_default_copy()
+    config.connection_pool_maxsize = POOL_SIZE
+    kubernetes.client.Configuration.set_default(config)
 
 
-async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one client call in a thread, translating API errors."""
-
+def _translated(fn: Callable[..., T], args: Any, kwargs: Any) -> Callable[[], T]:
     def run() -> T:
         try:
             return fn(*args, **kwargs)
@@ -60,7 +67,20 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             message = exc.body if isinstance(exc.body, str) else str(exc.reason)
             raise KubeError(int(exc.status or 0), str(exc.reason), message[:500]) from None
 
-    return await asyncio.to_thread(run)
+    return run
+
+
+async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one client call in a thread, translating API errors; refused by the fence when made on
+    behalf of a leader that no longer leads."""
+    fencing.check()
+    return await asyncio.to_thread(_translated(fn, args, kwargs))
+
+
+async def call_in(executor: Executor, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """As :func:`call`, on a dedicated executor (the leader Lease must not queue behind reconciling)."""
+    fencing.check()
+    return await asyncio.get_running_loop().run_in_executor(executor, _translated(fn, args, kwargs))
 
 
 def _version(obj: Any) -> str:

@@ -21,6 +21,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from kubepam.adapters import fencing
+
 
 class BackendError(Exception):
     """The backend could not be reached or refused; the message names no secret."""
@@ -87,6 +89,7 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
 async def _run(server: Server, statements: Sequence[sql.Composed], secrets: Sequence[str] = ()) -> None:
     if not server.ca_file:
         raise BackendError(f"postgresql {server.host}:{server.port}: no CA to verify the server with")
+    fencing.check()
     try:
         conn = await psycopg.AsyncConnection.connect(
             host=server.host,

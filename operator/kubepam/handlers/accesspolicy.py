@@ -10,12 +10,13 @@ from kubepam.domain.errors import SpecError
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.domain.plans import plan_policy
 from kubepam.domain.policy import Policy, parse_policy
+from kubepam.handlers.registries import CONTROL, VIEW
 from kubepam.handlers.status import apply_plan, ref
 
 PLURAL = "accesspolicies"
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
+@kopf.index(GROUP, VERSION, PLURAL, registry=VIEW)
 def policies_index(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> dict[str, Policy] | None:
     me = ref(meta)
     try:
@@ -24,9 +25,9 @@ def policies_index(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> dict[str, Poli
         return None  # an invalid policy grants nothing; its status says why
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.create(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=CONTROL)
 def reconcile_policy(
     spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any
 ) -> None:

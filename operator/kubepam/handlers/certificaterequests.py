@@ -10,6 +10,7 @@ import kopf
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.domain.plans import plan_request, settling
 from kubepam.domain.policy import Subject
+from kubepam.handlers.registries import CONTROL
 from kubepam.handlers.runtime import runtime
 from kubepam.handlers.status import apply_plan, ref, utcnow
 from kubepam.services.certificates import Denied, NotReady
@@ -41,16 +42,16 @@ def _decide(
     apply_plan(plan_request(new_status), patch, {**status, **new_status}, meta)
 
 
-@kopf.on.resume(GROUP, VERSION, "sshcertificaterequests")
-@kopf.on.create(GROUP, VERSION, "sshcertificaterequests")
+@kopf.on.resume(GROUP, VERSION, "sshcertificaterequests", registry=CONTROL)
+@kopf.on.create(GROUP, VERSION, "sshcertificaterequests", registry=CONTROL)
 def ssh_request(
     spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: Any, **_: Any
 ) -> None:
     _decide("ssh", spec, status, meta, patch, memo)
 
 
-@kopf.on.resume(GROUP, VERSION, "x509certificaterequests")
-@kopf.on.create(GROUP, VERSION, "x509certificaterequests")
+@kopf.on.resume(GROUP, VERSION, "x509certificaterequests", registry=CONTROL)
+@kopf.on.create(GROUP, VERSION, "x509certificaterequests", registry=CONTROL)
 def x509_request(
     spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: Any, **_: Any
 ) -> None:

@@ -8,21 +8,22 @@ from typing import Any
 import kopf
 
 from kubepam.domain.kinds import GROUP, VERSION
+from kubepam.handlers.registries import CONTROL
 from kubepam.handlers.runtime import runtime
 from kubepam.handlers.status import ref
 
 PLURAL = "checkouts"
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.create(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=CONTROL)
 async def reconcile_checkout(meta: kopf.Meta, memo: Any, **_: Any) -> None:
     me = ref(meta)
     await runtime(memo).checkouts.reconcile(me.namespace, me.name)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=CONTROL)
 async def checkout_event(type: str, body: kopf.Body, status: kopf.Status, memo: Any, **_: Any) -> None:
     rt = runtime(memo)
     if type == "DELETED":

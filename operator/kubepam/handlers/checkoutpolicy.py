@@ -10,12 +10,13 @@ from kubepam.domain.checkout import CheckoutPolicySpec, parse_checkout_policy
 from kubepam.domain.errors import SpecError
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.domain.plans import plan_generic
+from kubepam.handlers.registries import CONTROL, VIEW
 from kubepam.handlers.status import apply_plan, ref
 
 PLURAL = "checkoutpolicies"
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
+@kopf.index(GROUP, VERSION, PLURAL, registry=VIEW)
 def checkout_policies_index(
     meta: kopf.Meta, spec: kopf.Spec, **_: Any
 ) -> dict[tuple[str, str], tuple[str, CheckoutPolicySpec]] | None:
@@ -27,9 +28,9 @@ def checkout_policies_index(
     return {(me.namespace, policy.project): (me.name, policy)}
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.create(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=CONTROL)
 def reconcile_checkout_policy(
     spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any
 ) -> None:

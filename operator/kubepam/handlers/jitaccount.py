@@ -8,21 +8,22 @@ from typing import Any
 import kopf
 
 from kubepam.domain.kinds import GROUP, VERSION
+from kubepam.handlers.registries import CONTROL
 from kubepam.handlers.runtime import runtime
 from kubepam.handlers.status import ref
 
 PLURAL = "jitaccounts"
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.create(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=CONTROL)
 async def reconcile_jit(meta: kopf.Meta, memo: Any, **_: Any) -> None:
     me = ref(meta)
     await runtime(memo).jit.reconcile(me.namespace, me.name)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+@kopf.on.delete(GROUP, VERSION, PLURAL, registry=CONTROL)
 async def remove_jit(body: kopf.Body, memo: Any, **_: Any) -> None:
     from kubepam.adapters import postgres
     from kubepam.adapters.kube import KubeError

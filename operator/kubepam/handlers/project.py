@@ -4,6 +4,7 @@ deadline in the one scheduler."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from kubepam.domain.ownership import ForeignObject
 from kubepam.domain.plans import Plan, invalid
 from kubepam.domain.project import ProjectSpec, parse_project
 from kubepam.domain.validation import VALIDATORS
+from kubepam.handlers.registries import CONTROL, VIEW
 from kubepam.handlers.runtime import Runtime, runtime
 from kubepam.handlers.status import apply_plan, ref, refresh_status
 from kubepam.services.projects import publish_jit_settings
@@ -24,7 +26,7 @@ from kubepam.services.projects import publish_jit_settings
 PLURAL = "projects"
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
+@kopf.index(GROUP, VERSION, PLURAL, registry=VIEW)
 def projects_index(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> dict[Any, ProjectSpec] | None:
     me = ref(meta)
     try:
@@ -83,19 +85,26 @@ def schedule_ca_change(rt: Runtime, namespace: str, name: str, when: Any) -> Non
     rt.scheduler.schedule(("ca", namespace, name), when, retire)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.create(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=CONTROL)
 async def reconcile_project(
     spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: Any, **_: Any
 ) -> None:
     apply_plan(await plan_project(runtime(memo), meta, spec), patch, status, meta)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def project_event(type: str, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=VIEW)
+async def project_event(type: str, meta: kopf.Meta, status: kopf.Status, memo: Any, **_: Any) -> None:
+    """Every replica: the CA ring the broker signs with, read (never written) from the project's Secret
+    once the leader has made it; dropped with the project."""
+    me = ref(meta)
+    rt = runtime(memo)
     if type == "DELETED":
-        me = ref(meta)
-        rt = runtime(memo)
         rt.cas.forget(me.namespace, me.name)
         rt.scheduler.cancel(("ca", me.namespace, me.name))
+        return
+    generation = (status.get("ca") or {}).get("generation")
+    if generation is not None and rt.cas.loaded_generation(me.namespace, me.name) != generation:
+        with contextlib.suppress(KubeError, ForeignObject, ValueError):
+            await rt.cas.load(me.namespace, me.name, str(meta.get("uid", "")))

@@ -25,6 +25,7 @@ from kubepam.adapters.signing import SigningKeys
 from kubepam.domain.connection import MAX_ACCESS_TOKEN_TTL
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.handlers.directory import KopfDirectory
+from kubepam.handlers.registries import VIEW
 from kubepam.services.accounts import Accounts
 from kubepam.services.certificates import CertificateIssuer
 from kubepam.services.checkouts import CheckoutService
@@ -33,7 +34,7 @@ from kubepam.services.jit import JitService
 from kubepam.services.projects import CAStore, EnrollmentTokens
 from kubepam.services.scheduler import Scheduler
 from kubepam.services.workload_identity import AccessTokenVerifier, TokenExchange
-from kubepam.settings import Settings, configure_kopf
+from kubepam.settings import Settings
 
 SETTINGS = Settings()
 log = logging.getLogger("kubepam")
@@ -67,6 +68,7 @@ class Runtime:
     started: datetime
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broker: web.AppRunner | None = None
+    elector: Any = None  # handlers/process.py sets it: who leads, for /readyz and `kubepam status`
 
 
 def runtime(memo: Any) -> Runtime:
@@ -88,11 +90,10 @@ def schedule_key_maintenance(rt: Runtime) -> None:
     rt.scheduler.schedule(("signing-keys",), min(resync, deadline) if deadline else resync, maintain)
 
 
-@kopf.on.startup()
+@kopf.on.startup(registry=VIEW)
 async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     from kubepam.handlers.broker import start_broker
 
-    configure_kopf(settings, SETTINGS)
     # Kubernetes client calls run in threads; the default pool (CPUs + 4) would cap API concurrency.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=SETTINGS.api_concurrency, thread_name_prefix="kubepam-api")
@@ -171,7 +172,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     log.info("kubepam operator started; broker on %s:%s", SETTINGS.broker_host, SETTINGS.broker_port)
 
 
-@kopf.on.cleanup()
+@kopf.on.cleanup(registry=VIEW)
 async def cleanup(memo: Any, **_: Any) -> None:
     rt = getattr(memo, "runtime", None)
     if not isinstance(rt, Runtime):

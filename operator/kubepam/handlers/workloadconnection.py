@@ -15,6 +15,7 @@ from kubepam.adapters.jwks import JwksFetchError
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.domain.plans import KeysObserved, Plan, plan_connection
 from kubepam.handlers.directory import connection_entry, forget_connection
+from kubepam.handlers.registries import CONTROL, VIEW
 from kubepam.handlers.runtime import Runtime, runtime
 from kubepam.handlers.status import apply_plan, ref, refresh_status
 from kubepam.services.workload_identity import ConnectionEntry
@@ -27,7 +28,7 @@ def _entry(meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status) -> ConnectionE
     return connection_entry(me.namespace, me.name, me.generation, spec, status)
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
+@kopf.index(GROUP, VERSION, PLURAL, registry=VIEW)
 def connections_index(
     meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], ConnectionEntry]:
@@ -90,9 +91,9 @@ async def _write_status(rt: Runtime, namespace: str, name: str) -> None:
     await refresh_status(rt.objects, PLURAL, namespace, name, plan_of)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.create(GROUP, VERSION, PLURAL, registry=CONTROL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=CONTROL)
 async def reconcile_connection(
     spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: Any, **_: Any
 ) -> None:
@@ -103,14 +104,20 @@ async def reconcile_connection(
         raise kopf.TemporaryError(f"issuer keys unavailable: {error}", delay=30)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def connection_event(
-    type: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: Any, **_: Any
-) -> None:
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=VIEW)
+def connection_seen(type: str, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    """Every replica: the broker's index is warm once connections have been listed."""
     rt = runtime(memo)
     rt.directory.mark_synced()
     if type == "DELETED":
         me = ref(meta)
         forget_connection(me.namespace, me.name)
-        return
-    _report(rt, meta, spec, status, patch)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=CONTROL)
+def connection_report(
+    type: str, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: Any, **_: Any
+) -> None:
+    """The leader: status follows every change (a promotion shows up in conditions at once)."""
+    if type != "DELETED":
+        _report(runtime(memo), meta, spec, status, patch)

@@ -85,6 +85,19 @@ class CAStore:
         self._rings.pop((namespace, name), None)
         self._uids.pop((namespace, name), None)
 
+    def loaded_generation(self, namespace: str, name: str) -> int | None:
+        current = self.current(namespace, name)
+        return current.generation if current else None
+
+    async def load(self, namespace: str, name: str, uid: str) -> None:
+        """Read the ring the leader keeps (every replica signs with it); never writes."""
+        secret = ca_secret_name(name, uid)
+        stored = await self._secrets.get(namespace, secret)
+        ensure_owned(stored, "Secret", namespace, secret, owner_reference(API_VERSION, "Project", name, uid))
+        if stored is not None and RING_KEY in stored.data:
+            self._rings[(namespace, name)] = decode_ring(stored.data[RING_KEY])
+            self._uids[(namespace, name)] = uid
+
     def trusted_user_ca_keys(self, namespace: str, name: str) -> str:
         return "".join(
             ca.ssh_public_line(f"kubepam:{namespace}/{name}:g{ca.generation}") + "\n"

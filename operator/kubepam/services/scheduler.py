@@ -6,18 +6,25 @@ are unique: scheduling a key again replaces its deadline. An action that raises 
 capped exponential backoff until it succeeds, unless the key was rescheduled or cancelled meanwhile.
 Deadlines live in memory only; after a restart they are rebuilt from the API server's state by the
 handlers that own them.
+
+A job runs in the context it was scheduled from: one scheduled by the leader's control work carries the
+leader fence (adapters/fencing.py), so it writes nothing once this replica stops leading, and
+``drop_fenced`` removes all of them when leadership ends (the next leader rebuilds them from status).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from kubepam.adapters import fencing
 
 log = logging.getLogger("kubepam.scheduler")
 
@@ -30,6 +37,8 @@ class _Job:
     seq: int
     action: Action
     attempts: int = 0
+    context: contextvars.Context | None = None
+    fenced: bool = False
 
 
 class Scheduler:
@@ -51,7 +60,7 @@ class Scheduler:
         self.fired = 0
 
     def schedule(self, key: Hashable, when: datetime, action: Action) -> None:
-        job = _Job(when, next(self._seq), action)
+        job = _Job(when, next(self._seq), action, 0, contextvars.copy_context(), fencing.is_fenced())
         self._jobs[key] = job
         heapq.heappush(self._heap, (when, job.seq, key))
         if self._heap[0][1] == job.seq:
@@ -59,6 +68,16 @@ class Scheduler:
 
     def cancel(self, key: Hashable) -> None:
         self._jobs.pop(key, None)  # its heap entry is skipped when it surfaces
+
+    def drop_fenced(self) -> int:
+        """Forget every job scheduled on behalf of the leader (leadership ended); returns how many."""
+        keys = [key for key, job in self._jobs.items() if job.fenced]
+        for key in keys:
+            del self._jobs[key]
+        for task in list(self._running):
+            if getattr(task, "kubepam_fenced", False):
+                task.cancel()
+        return len(keys)
 
     def deadline(self, key: Hashable) -> datetime | None:
         job = self._jobs.get(key)
@@ -97,7 +116,8 @@ class Scheduler:
             if job is None or job.seq != seq:
                 continue
             del self._jobs[key]
-            task = asyncio.create_task(self._fire(key, job))
+            task = asyncio.create_task(self._fire(key, job), context=job.context)
+            task.kubepam_fenced = job.fenced  # type: ignore[attr-defined]
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -108,6 +128,8 @@ class Scheduler:
                 self.fired += 1
             except asyncio.CancelledError:
                 raise
+            except fencing.Fenced:
+                log.info("scheduled action %s dropped: this replica no longer leads", key)
             except Exception:
                 delay = self._backoff[min(job.attempts, len(self._backoff) - 1)]
                 log.exception(
@@ -119,6 +141,8 @@ class Scheduler:
                         next(self._seq),
                         job.action,
                         job.attempts + 1,
+                        job.context,
+                        job.fenced,
                     )
                     self._jobs[key] = retry
                     heapq.heappush(self._heap, (retry.when, retry.seq, key))
