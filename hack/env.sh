@@ -23,6 +23,9 @@ else
     || "$VENV/bin/pip" install --quiet --no-deps -e "$ROOT"
 fi
 export PATH="$VENV/bin:$PATH"
-KUBEPAM_BIN=$(bash "$ROOT/hack/k8s/build.sh")
-export KUBEPAM_BIN
-export PATH="$KUBEPAM_BIN:$PATH"
+# hack/image.sh needs only the venv: it sets KUBEPAM_ENV_ONLY_PYTHON to skip the control-plane build.
+if [[ -z ${KUBEPAM_ENV_ONLY_PYTHON:-} ]]; then
+  KUBEPAM_BIN=$(bash "$ROOT/hack/k8s/build.sh")
+  export KUBEPAM_BIN
+  export PATH="$KUBEPAM_BIN:$PATH"
+fi

@@ -112,3 +112,23 @@ def test_no_yaml_keys_that_go_reads_as_booleans() -> None:
         if pattern.search(line)
     ]
     assert offenders == []
+
+
+def test_kustomization_lists_every_manifest_and_names_the_deployments_image() -> None:
+    """`kubectl apply -k manifests/` installs what `kubectl apply -f manifests/` does, and its `images:`
+    entry (repository, tag, digest) is the one the Deployment names."""
+    kustomization = yaml.safe_load((ROOT / "manifests" / "Kustomization").read_text())
+    assert kustomization["resources"] == sorted(p.name for p in (ROOT / "manifests").glob("*.yaml"))
+    (deployment,) = [
+        d
+        for d in yaml.safe_load_all((ROOT / "manifests" / "50-deployment.yaml").read_text())
+        if d and d["kind"] == "Deployment"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    repository, tag = container["image"].rsplit(":", 1)
+    (image,) = kustomization["images"]
+    assert (image["name"], image["newName"], image["newTag"]) == (repository, repository, tag)
+    chart = yaml.safe_load((ROOT / "charts" / "kubepam" / "Chart.yaml").read_text())
+    values = yaml.safe_load((ROOT / "charts" / "kubepam" / "values.yaml").read_text())
+    assert tag == chart["appVersion"] and values["image"]["repository"] == repository
+    assert values["image"]["digest"] == ""  # set it to run exactly the bytes hack/image.sh built

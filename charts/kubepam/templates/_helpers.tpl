@@ -29,3 +29,13 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "kubepam.serviceAccoun
 {{- define "kubepam.issuer" -}}
 {{- default (printf "https://%s-broker.%s.svc" (include "kubepam.fullname" .) .Release.Namespace) .Values.broker.issuer -}}
 {{- end -}}
+
+{{/* The operator image: repository@digest when a digest is given, else repository:tag (the tag defaults
+     to the chart's appVersion). */}}
+{{- define "kubepam.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
