@@ -6,6 +6,9 @@ Floor: a bare loop of PyJWT decode (RS256, as GitHub signs) + PyJWT Ed25519 sign
 which is the least any exchange must do. Ours: TokenExchange.exchange (form checks, header rules,
 kid lookup, alg/key agreement, verification, connection conditions, role matching, access token).
 HTTP: the broker's aiohttp app served by a separate process, driven by an aiohttp client.
+Also: the cost of a maximum-size (64 KiB) subject token, a GitHub-shaped token padded with a `groups`
+list as a GitLab user in hundreds of groups has, beside the floor for the same token; and of refusing
+one byte more (the size is checked before anything is decoded).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from kubepam.adapters.kube import SecretData  # noqa: E402
 from kubepam.adapters.signing import SigningKeys  # noqa: E402
-from kubepam.domain.oauth import GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT  # noqa: E402
+from kubepam.domain.oauth import GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, OAuthError  # noqa: E402
+from kubepam.domain.token_rules import MAX_TOKEN_BYTES  # noqa: E402
 from kubepam.services.workload_identity import TokenExchange  # noqa: E402
 from tests.handlers.fakes import FakeDirectory, FakeFetcher, jwks_cache  # noqa: E402
 from tests.tokens import AUDIENCE, ISSUERS, Issuer  # noqa: E402
@@ -190,6 +194,42 @@ async def http_load(url: str, tokens: list[str], concurrency: int) -> tuple[floa
     return len(tokens) / elapsed, latencies
 
 
+def max_size_token(issuer: Issuer) -> str:
+    """A GitHub-shaped token with a `groups` list, as long as the limit allows (within 100 bytes)."""
+    group = "acme-corporation/engineering/platform-team-000/service-000"
+    count = (MAX_TOKEN_BYTES - len(issuer.mint("github"))) * 3 // 4 // (len(group) + 3)
+    while True:
+        token = issuer.mint("github", groups=[group.replace("000", f"{i:03d}") for i in range(count)])
+        if len(token) <= MAX_TOKEN_BYTES:
+            return token
+        count -= 1
+
+
+async def large_tokens(exchange: TokenExchange, issuer: Issuer, signing: SigningKeys, n: int) -> None:
+    big = [max_size_token(issuer) for _ in range(n)]
+    typical = [issuer.mint("github") for _ in range(n)]
+    await ours(exchange, big[:20])
+    big_floor, big_ours, small_ours = (
+        floor(big, issuer, signing),
+        await ours(exchange, big),
+        await ours(exchange, typical),
+    )
+    over = "e" * (MAX_TOKEN_BYTES + 1)
+    start = time.perf_counter()
+    for _ in range(n):
+        try:
+            await exchange.exchange(form(over))
+        except OAuthError as err:
+            assert err.outcome == "oversize"
+    refused = (time.perf_counter() - start) / n
+    print(f"maximum-size subject token ({len(big[0])} bytes, {n} tokens; typical: {len(typical[0])} bytes)")
+    print(f"  floor (PyJWT decode + Ed25519 sign): {big_floor:8.0f} /s   {1e3 / big_floor:6.2f} ms each")
+    print(f"  kubepam TokenExchange.exchange     : {big_ours:8.0f} /s   {1e3 / big_ours:6.2f} ms each")
+    print(f"  ratio ours/floor                   : {big_ours / big_floor:8.2f}")
+    print(f"  a typical token, same run          : {small_ours:8.0f} /s   {1e3 / small_ours:6.2f} ms each")
+    print(f"  refusing {MAX_TOKEN_BYTES + 1} bytes (oversize)   : {refused * 1e6:8.1f} us each")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -221,6 +261,7 @@ async def main() -> None:
     print(f"  floor (PyJWT decode + Ed25519 sign): {f:8.0f} /s")
     print(f"  kubepam TokenExchange.exchange     : {o:8.0f} /s")
     print(f"  ratio ours/floor                   : {o / f:8.2f}   (aim >= 0.5)")
+    await large_tokens(exchange, issuer, signing, max(100, args.n // 10))
 
     port = int(os.environ.get("BENCH_PORT", "0")) or 18000 + os.getpid() % 1000
     server = await asyncio.create_subprocess_exec(

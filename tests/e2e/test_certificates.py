@@ -318,6 +318,7 @@ def _workload_token(plane: ControlPlane, operator: OperatorProcess) -> str:
             {
                 "provider": "generic",
                 "issuer": ISSUERS["generic"],
+                "algorithms": ["ES256"],
                 "audiences": [AUDIENCE],
                 "jwks": issuer.jwks(),
                 "claims": [{"claim": "pipeline", "operator": "startsWith", "value": "acme/"}],

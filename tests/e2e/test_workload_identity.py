@@ -56,7 +56,7 @@ ROLE_CONDITIONS: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def issuers() -> dict[str, Issuer]:
-    algs = {"github": "RS256", "gitlab": "RS256", "circleci": "ES256", "gcp": "RS256", "generic": "EdDSA"}
+    algs = {"github": "RS256", "gitlab": "RS256", "circleci": "RS256", "gcp": "RS256", "generic": "EdDSA"}
     return {p: Issuer(ISSUERS[p], alg=algs[p]) for p in PROVIDERS}
 
 
@@ -83,6 +83,8 @@ def connection(name: str, provider: str, jwks_url: str, claims: list[dict[str, A
     }
     if provider in ("circleci", "generic"):
         spec["issuer"] = ISSUERS[provider]
+    if provider == "generic":  # no preset: the connection names what its issuer signs with
+        spec["algorithms"] = ["RS256", "ES256", "EdDSA"]
     return {
         "apiVersion": "kubepam.io/v1alpha1",
         "kind": "WorkloadConnection",

@@ -59,7 +59,7 @@ async def test_errors_are_rfc6749_bodies(client: tuple[TestClient[Any, Any], Wor
             },
             "parameter grant_type is repeated",
         ),
-        ({"data": {"subject_token": "x" * 70_000}}, "request body larger than 65536 bytes"),
+        ({"data": {"subject_token": "x" * 80_000}}, "request body larger than 73728 bytes"),
     ],
 )
 async def test_malformed_requests_are_invalid_request(

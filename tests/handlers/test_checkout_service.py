@@ -256,3 +256,31 @@ async def test_a_missing_project_is_waited_for_then_reported() -> None:
     w.clock.advance(seconds=61)  # applied together would have arrived by now: the denial is final
     status = await w.step("early")
     assert status["phase"] == "Denied" and status["message"] == "no Project team/later"
+
+
+async def test_a_checkout_refused_while_the_rotation_waits_says_so() -> None:
+    w = World()
+    w.create("a", "alice", duration="30s")
+    await w.step("a")
+
+    async def failing(account: Any) -> None:
+        raise postgres.BackendError("postgresql db:5432: OperationalError: connection refused")
+
+    w.accounts.rotate = failing  # type: ignore[method-assign]
+    w.clock.advance(seconds=31)
+    assert (await w.step("a"))["phase"] == "CheckinInProgress"
+    w.create("b", "bob")
+    denied = await w.step("b")
+    assert denied["phase"] == "Denied"
+    assert denied["message"] == (
+        "account admin is locked until its password rotation completes (alice's checkout has ended)"
+    )
+
+
+async def test_a_duration_out_of_range_is_denied_with_the_field_not_retried() -> None:
+    w = World()
+    w.create("a", "alice", duration="999999999999999h")  # stored before the CRD bounded it
+    status = await w.step("a")
+    assert status["phase"] == "Denied" and status["message"].startswith("spec.duration: ")
+    assert "87600h" in status["message"] and not w.leases.held
+    assert [c["status"] for c in status["conditions"] if c["type"] == "Stalled"] == ["True"]

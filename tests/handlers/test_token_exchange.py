@@ -36,7 +36,13 @@ ROLE_MATCH: dict[str, dict[str, Any]] = {
 
 
 class World:
-    def __init__(self, provider: str = "generic", alg: str = "RS256", record: Any = None) -> None:
+    def __init__(
+        self,
+        provider: str = "generic",
+        alg: str = "RS256",
+        record: Any = None,
+        algorithms: list[str] | None = None,
+    ) -> None:
         self.clock = Clock()
         self.issuer = Issuer(ISSUERS[provider], alg=alg)
         self.fetcher = FakeFetcher(self.issuer.jwks())
@@ -51,6 +57,8 @@ class World:
         }
         if provider in ("circleci", "generic"):
             spec["issuer"] = ISSUERS[provider]
+        if provider == "generic" or algorithms is not None:
+            spec["algorithms"] = algorithms or [alg]
         self.directory.add_connection("team-a", "ci", spec)
         self.directory.add_role("team-a", "deployer", {"match": [{"conditions": [ROLE_MATCH[provider]]}]})
         self.directory.add_role(
@@ -213,7 +221,7 @@ async def test_every_asymmetric_algorithm_is_accepted_with_a_matching_key(alg: s
 
 
 async def test_algorithm_must_agree_with_the_key_type() -> None:
-    world = await World("generic", alg="RS256").start()
+    world = await World("generic", alg="RS256", algorithms=["RS256", "ES256"]).start()
     ec_issuer = Issuer(world.issuer.issuer, alg="ES256", kid=world.issuer.kid)  # ES256 token, RSA key's kid
     with pytest.raises(OAuthError) as err:
         await world.exchange.exchange(form(ec_issuer.mint()))

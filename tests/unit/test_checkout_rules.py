@@ -143,6 +143,19 @@ def test_denial_names_holder_and_time_left() -> None:
     assert message == "account admin is checked out by alice until 2026-01-01T12:14:05Z (14m5s left)"
 
 
+def test_denial_after_the_holders_time_says_what_the_account_waits_for() -> None:
+    past = T0 - timedelta(minutes=3)
+    assert (
+        denial_message("admin", "alice", past, T0, rotating=True)
+        == "account admin is locked until its password rotation completes (alice's checkout has ended)"
+    )
+    assert (
+        denial_message("admin", "alice", past, T0)
+        == "account admin is locked until the check-in of alice's checkout completes"
+    )
+    assert "0s left" not in denial_message("admin", "alice", T0, T0)
+
+
 def test_object_names_are_valid_and_distinct() -> None:
     a, b = object_name("proj", "account", "db_admin"), object_name("proj", "account", "db-admin")
     assert a != b and a.startswith("proj-account-db-admin-") and len(a) <= 63

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from kubepam.domain.claims import Op, evaluate, evaluate_all, holds, lookup_claim, parse_condition
+from kubepam.domain.claims import (
+    Op,
+    claim_present,
+    evaluate,
+    evaluate_all,
+    holds,
+    lookup_claim,
+    parse_condition,
+)
 from kubepam.domain.errors import SpecError
 
 CLAIMS: dict[str, Any] = {
@@ -184,3 +192,63 @@ def test_trace_keeps_every_condition_and_renders_values_safely() -> None:
 def test_lookup_distinguishes_literal_names_from_pointers() -> None:
     assert lookup_claim({"a/b": 1, "a": {"b": 2}}, "a/b") == 1
     assert lookup_claim({"a/b": 1, "a": {"b": 2}}, "/a/b") == 2
+
+
+@pytest.mark.parametrize(
+    ("claim", "matched", "reason"),
+    [
+        ("missing", True, "claim is absent"),
+        ("nothing", True, "claim is null"),  # null counts as absent, the complement of exists
+        ("repository", False, "claim is present"),
+        ("draft", False, "claim is present"),  # false is a value
+        ("empty_list", False, "claim is present"),
+        ("/google/compute_engine/zone", True, "claim is absent"),
+        ("/google/compute_engine/project_id", False, "claim is present"),
+    ],
+)
+def test_exists_false_requires_the_claim_to_be_absent(claim: str, matched: bool, reason: str) -> None:
+    cond = parse_condition({"claim": claim, "operator": "exists", "exists": False}, "c")
+    result = evaluate(cond, CLAIMS)
+    assert (result.matched, result.reason) == (matched, reason)
+    assert holds(cond, CLAIMS) is matched
+    assert cond.describe() == f"{claim} exists false" and result.expected == "false"
+
+
+def test_exists_true_is_the_default_and_exists_is_only_for_operator_exists() -> None:
+    assert parse_condition({"claim": "x", "operator": "exists", "exists": True}, "c") == parse_condition(
+        {"claim": "x", "operator": "exists"}, "c"
+    )
+    with pytest.raises(SpecError, match=r"c\.exists: used only with operator exists"):
+        parse_condition({"claim": "x", "operator": "equals", "value": "a", "exists": False}, "c")
+    with pytest.raises(SpecError, match=r"c\.exists: must be true or false"):
+        parse_condition({"claim": "x", "operator": "exists", "exists": "false"}, "c")
+
+
+@pytest.mark.parametrize(
+    "claim", ["/groups/01", "/groups/00", "/groups/²", "/groups/٣", "/groups/\uff11", "/a/0/07/b"]
+)
+def test_pointer_parts_of_digits_must_be_rfc6901_array_indexes(claim: str) -> None:
+    with pytest.raises(SpecError, match=r"c\.claim: .* is not an array index \(RFC 6901"):
+        parse_condition({"claim": claim, "operator": "glob", "value": "o*"}, "c")
+
+
+def test_pointer_indexes_use_the_ascii_grammar_when_claims_are_read() -> None:
+    claims = {"groups": ["dev", "ops"], "m": {"01": "member", "²": "sup"}}
+    assert lookup_claim(claims, "/groups/0") == "dev" and lookup_claim(claims, "/groups/1") == "ops"
+    assert not claim_present(claims, "/groups/01")  # never resolves, not even if parsing let it through
+    assert not claim_present(claims, "/groups/²")
+    assert not claim_present(claims, "/groups/2")
+    assert not claim_present(claims, "/groups/-")
+
+
+def test_matching_never_raises_on_a_lone_surrogate() -> None:
+    cond = parse_condition({"claim": "x", "operator": "regex", "value": ".*"}, "c")
+    assert not holds(cond, {"x": "a\ud800"})  # the verifier refuses such tokens first; matching fails closed
+
+
+def test_trace_values_and_reasons_are_cut_to_64_characters() -> None:
+    value = "v" * 1000
+    cond = parse_condition({"claim": "x", "operator": "notIn", "values": [value]}, "c")
+    result = evaluate(cond, {"x": [value]})
+    assert not result.matched and len(result.reason) < 90 and result.reason.endswith("... is in the set")
+    assert len(result.actual) < 80

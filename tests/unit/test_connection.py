@@ -53,7 +53,11 @@ def spec(**kw: Any) -> dict[str, Any]:
         ),
         (
             "generic",
-            {"issuer": "https://ci.acme.internal", "jwksUrl": "https://ci.acme.internal/jwks"},
+            {
+                "issuer": "https://ci.acme.internal",
+                "jwksUrl": "https://ci.acme.internal/jwks",
+                "algorithms": ["ES256"],
+            },
             "https://ci.acme.internal",
             "https://ci.acme.internal/jwks",
         ),
@@ -135,7 +139,9 @@ def test_bad_specs_name_the_field(extra: dict[str, Any], message: str) -> None:
 
 def test_plain_http_only_to_localhost() -> None:
     conn = parse_connection(
-        spec(provider="generic", issuer="https://x", jwksUrl="http://127.0.0.1:9000/jwks")
+        spec(
+            provider="generic", issuer="https://x", jwksUrl="http://127.0.0.1:9000/jwks", algorithms=["RS256"]
+        )
     )
     assert conn.jwks_url == "http://127.0.0.1:9000/jwks"
 
@@ -158,3 +164,44 @@ def test_ttl_defaults_to_15_minutes_and_audiences_are_a_set() -> None:
 )
 def test_only_an_explicit_active_is_active(status: dict[str, Any] | None, phase: Phase) -> None:
     assert phase_of(status) is phase
+
+
+@pytest.mark.parametrize(
+    ("provider", "extra"),
+    [
+        ("github", {"claims": BIND_REPO}),
+        ("gitlab", {"issuer": "https://gitlab.acme.internal"}),
+        ("circleci", {"issuer": "https://oidc.circleci.com/org/0b1c2d3e-1111-2222-3333-444455556666"}),
+        ("gcp", {"issuer": "https://accounts.acme.internal", "jwksUrl": "https://accounts.acme.internal/k"}),
+    ],
+)
+def test_algorithms_default_to_what_the_preset_issuer_signs_with(
+    provider: str, extra: dict[str, Any]
+) -> None:
+    assert parse_connection(spec(provider=provider, **extra)).algorithms == ("RS256",)
+    named = parse_connection(spec(provider=provider, algorithms=["ES256", "RS256", "ES256"], **extra))
+    assert named.algorithms == ("ES256", "RS256")
+
+
+@pytest.mark.parametrize(
+    ("algorithms", "message"),
+    [
+        (None, "spec.algorithms: required for provider generic"),
+        ([], "spec.algorithms: a non-empty list"),
+        (["HS256"], "spec.algorithms: 'HS256' is not one of RS256"),
+        (["none"], "spec.algorithms: 'none' is not one of"),
+    ],
+)
+def test_generic_connections_must_name_asymmetric_algorithms(algorithms: Any, message: str) -> None:
+    extra = {} if algorithms is None else {"algorithms": algorithms}
+    with pytest.raises(SpecError, match=message):
+        parse_connection(spec(provider="generic", issuer="https://x", jwksUrl="https://x/j", **extra))
+
+
+def test_inline_keys_for_none_of_the_algorithms_are_refused() -> None:
+    keys = {"keys": [{"kty": "EC", "crv": "P-256", "x": "x", "y": "y", "kid": "k", "alg": "ES256"}]}
+    with pytest.raises(
+        SpecError, match=r"spec.jwks: every key is for ES256, none of spec.algorithms \(RS256\)"
+    ):
+        parse_connection(spec(provider="github", claims=BIND_REPO, jwks=keys))
+    assert parse_connection(spec(provider="github", claims=BIND_REPO, jwks=keys, algorithms=["ES256"]))

@@ -14,6 +14,7 @@ URL_SPEC: dict[str, Any] = {
     "issuer": "https://ci",
     "jwksUrl": "https://ci/jwks",
     "audiences": ["a"],
+    "algorithms": ["RS256"],
 }
 
 

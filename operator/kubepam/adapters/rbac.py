@@ -4,6 +4,7 @@ replaced or deleted only if it is provably kubepam's for the same owner (see dom
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -155,5 +156,6 @@ class Rbac:
             await self._delete("role_binding", namespace, binding_name(name, role), owner)
 
     async def revoke_secret_read(self, namespace: str, name: str, owner: Mapping[str, Any]) -> None:
-        await self._delete("role_binding", namespace, name, owner)
-        await self._delete("role", namespace, name, owner)
+        await asyncio.gather(
+            self._delete("role_binding", namespace, name, owner), self._delete("role", namespace, name, owner)
+        )

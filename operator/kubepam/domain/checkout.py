@@ -174,7 +174,19 @@ def judge_approval(
     return Elevation.DENIED, f"denied by {approver}"
 
 
-def denial_message(account: str, holder: str, expires_at: datetime | None, now: datetime) -> str:
+def denial_message(
+    account: str, holder: str, expires_at: datetime | None, now: datetime, *, rotating: bool = False
+) -> str:
+    """Why a checkout is refused while another holds the account. Once the holder's time is up the account
+    stays locked until that check-in completes (a password rotation waiting on an unreachable backend, or
+    a retried step): say so, rather than a time in the past with 0s left."""
+    if rotating:
+        return (
+            f"account {account} is locked until its password rotation completes "
+            f"({holder}'s checkout has ended)"
+        )
+    if expires_at is not None and expires_at <= now:
+        return f"account {account} is locked until the check-in of {holder}'s checkout completes"
     if expires_at is None:
         return f"account {account} is checked out by {holder}"
     left = max(expires_at - now, timedelta(0))

@@ -10,18 +10,27 @@ claims (``/google/compute_engine/project_id``).
 Values are compared as text, with one defined rendering per JSON type: strings as they are, integers
 in decimal (``123``), booleans as ``true``/``false``. Floats, objects and null never compare equal to
 anything. A list claim matches when any of its elements matches (``notIn``: when none is in the set).
-A missing claim fails every operator, ``notIn`` included: conditions fail closed.
+A missing claim fails every operator, ``notIn`` included: conditions fail closed. The one way to
+require that a claim is absent is ``operator: exists`` with ``exists: false`` (a null claim counts as
+absent, the complement of ``exists``).
+
+JSON pointers follow RFC 6901; a reference token made only of digits (any script's) must be an array
+index in its grammar, ``0`` or ``[1-9][0-9]*`` in ASCII, so ``/groups/01`` and ``/groups/²`` are refused
+when the condition is parsed instead of meaning something surprising when a token arrives.
 """
 
 from __future__ import annotations
 
 import enum
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubepam.domain.errors import SpecError
 from kubepam.domain.patterns import MAX_SUBJECT_LENGTH, PatternError, compile_glob, compile_regex
+from kubepam.domain.text import clip, quoted
 
 
 class Op(enum.StrEnum):
@@ -37,6 +46,7 @@ class Op(enum.StrEnum):
 SINGLE_VALUE_OPS = frozenset({Op.EQUALS, Op.STARTS_WITH, Op.GLOB, Op.REGEX})
 SET_OPS = frozenset({Op.IN, Op.NOT_IN})
 _MISSING = object()
+_ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")  # RFC 6901 section 4, ASCII digits only
 
 
 @dataclass(frozen=True)
@@ -45,10 +55,13 @@ class ClaimCondition:
     op: Op
     value: str | None = None
     values: frozenset[str] = field(default_factory=frozenset)
+    present: bool = True  # operator exists: True asks for the claim, False for its absence
 
     def expected(self) -> str:
         if self.op in SET_OPS:
             return "[" + ", ".join(sorted(self.values)) + "]"
+        if self.op is Op.EXISTS:
+            return "" if self.present else "false"
         return "" if self.value is None else self.value
 
     def describe(self) -> str:
@@ -113,6 +126,12 @@ def parse_condition(raw: Mapping[str, Any], path: str) -> ClaimCondition:
             problems.append(f"{path}.value: not used by operator {op.value}; use values")
     elif value is not None or values:
         problems.append(f"{path}: operator exists takes no value")
+    present = raw.get("exists", True)
+    if not isinstance(present, bool):
+        problems.append(f"{path}.exists: must be true or false")
+        present = True
+    elif "exists" in raw and op is not Op.EXISTS:
+        problems.append(f"{path}.exists: used only with operator exists")
     if claim.startswith("/"):
         try:
             _split_pointer(claim)
@@ -125,6 +144,7 @@ def parse_condition(raw: Mapping[str, Any], path: str) -> ClaimCondition:
         op=op,
         value=value if op in SINGLE_VALUE_OPS else None,
         values=frozenset(values) if op in SET_OPS and isinstance(values, list) else frozenset(),
+        present=present if op is Op.EXISTS else True,
     )
 
 
@@ -141,25 +161,46 @@ def parse_conditions(raw: Sequence[Mapping[str, Any]] | None, path: str) -> tupl
     return tuple(out)
 
 
+def _numeric(part: str) -> bool:
+    return bool(part) and all(unicodedata.category(ch)[0] == "N" for ch in part)
+
+
 def _split_pointer(pointer: str) -> list[str]:
+    """RFC 6901 reference tokens; ValueError for an escape other than ~0/~1, or a token of digits that is
+    not an array index (``01``, ``²``, ``٣``): such a pointer would only ever surprise its author."""
     if pointer == "/":
         raise ValueError("JSON pointer names no claim")
     parts = pointer[1:].split("/")
     for part in parts:
         if "~" in part.replace("~0", "").replace("~1", ""):
-            raise ValueError(f"invalid escape in JSON pointer {pointer!r} (use ~0 for ~ and ~1 for /)")
+            raise ValueError(f"invalid escape in JSON pointer {quoted(pointer)} (use ~0 for ~ and ~1 for /)")
+        if _numeric(part) and not _ARRAY_INDEX.fullmatch(part):
+            raise ValueError(
+                f"{quoted(part)} in JSON pointer {quoted(pointer)} is not an array index "
+                "(RFC 6901: 0 or a number without leading zeros, ASCII digits)"
+            )
     return [p.replace("~1", "/").replace("~0", "~") for p in parts]
+
+
+def _pointer_parts(pointer: str) -> list[str] | None:
+    try:
+        return _split_pointer(pointer)
+    except ValueError:
+        return None  # refused when the condition was parsed; never matches anything
 
 
 def lookup_claim(claims: Mapping[str, Any], name: str) -> Any:
     """The claim's value, or the module's missing marker. ``/a/b`` walks nested objects and lists."""
     if not name.startswith("/"):
         return claims.get(name, _MISSING)
+    parts = _pointer_parts(name)
+    if parts is None:
+        return _MISSING
     node: Any = claims
-    for part in _split_pointer(name):
+    for part in parts:
         if isinstance(node, Mapping) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        elif isinstance(node, list) and _ARRAY_INDEX.fullmatch(part) and int(part) < len(node):
             node = node[int(part)]
         else:
             return _MISSING
@@ -194,7 +235,7 @@ def render_actual(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, list):
-        inner = ", ".join(as_text(v) or type(v).__name__ for v in value[:10])
+        inner = ", ".join(clip(as_text(v) or type(v).__name__) for v in value[:10])
         more = ", ..." if len(value) > 10 else ""
         return f"[{inner}{more}]"
     if isinstance(value, dict):
@@ -202,7 +243,7 @@ def render_actual(value: Any) -> str:
     text = as_text(value)
     if text is None:
         return f"<{type(value).__name__}>"
-    return text if len(text) <= 200 else text[:200] + "..."
+    return clip(text)
 
 
 def _match_one(cond: ClaimCondition, text: str) -> bool:
@@ -210,16 +251,23 @@ def _match_one(cond: ClaimCondition, text: str) -> bool:
         return text == cond.value
     if cond.op is Op.STARTS_WITH:
         return cond.value is not None and text.startswith(cond.value)
-    if cond.op is Op.GLOB:
-        return cond.value is not None and compile_glob(cond.value).fullmatch(text) is not None
-    if cond.op is Op.REGEX:
-        return cond.value is not None and compile_regex(cond.value).fullmatch(text) is not None
+    try:
+        if cond.op is Op.GLOB:
+            return cond.value is not None and compile_glob(cond.value).fullmatch(text) is not None
+        if cond.op is Op.REGEX:
+            return cond.value is not None and compile_regex(cond.value).fullmatch(text) is not None
+    except UnicodeError:  # a lone surrogate RE2 cannot encode (the token verifier refuses those first)
+        return False
     if cond.op is Op.IN:
         return text in cond.values
     return False
 
 
 def _decide(cond: ClaimCondition, actual: Any) -> tuple[bool, str]:
+    if cond.op is Op.EXISTS and not cond.present:
+        if actual is _MISSING:
+            return True, "claim is absent"
+        return (True, "claim is null") if actual is None else (False, "claim is present")
     if actual is _MISSING:
         return False, "claim is missing"
     if cond.op is Op.EQUALS and type(actual) is str and len(actual) <= MAX_SUBJECT_LENGTH:
@@ -233,10 +281,10 @@ def _decide(cond: ClaimCondition, actual: Any) -> tuple[bool, str]:
         return False, f"claim value longer than {MAX_SUBJECT_LENGTH} characters"
     if cond.op is Op.NOT_IN:
         hit = [t for t in texts if t in cond.values]
-        return (False, f"{hit[0]!r} is in the set") if hit else (True, "no value is in the set")
+        return (False, f"{quoted(hit[0])} is in the set") if hit else (True, "no value is in the set")
     for text in texts:
         if _match_one(cond, text):
-            return True, f"{text!r} matches" if len(texts) > 1 else "matches"
+            return True, f"{quoted(text)} matches" if len(texts) > 1 else "matches"
     return False, "no element matches" if isinstance(actual, list) else "does not match"
 
 

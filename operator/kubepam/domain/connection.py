@@ -17,6 +17,8 @@ from kubepam.domain.durations import parse_duration
 from kubepam.domain.errors import SpecError
 from kubepam.domain.patterns import is_wildcard_only
 from kubepam.domain.providers import PROVIDERS, Provider, default_jwks_url
+from kubepam.domain.text import quoted
+from kubepam.domain.token_rules import ASYMMETRIC_ALGORITHMS
 
 DEFAULT_ACCESS_TOKEN_TTL = timedelta(minutes=15)
 MIN_ACCESS_TOKEN_TTL = timedelta(minutes=1)
@@ -44,6 +46,7 @@ class Connection:
     audiences: frozenset[str]
     claims: tuple[ClaimCondition, ...]
     access_token_ttl: timedelta
+    algorithms: tuple[str, ...] = ("RS256",)  # checked before any signature is verified
 
 
 def _is_binding(cond: ClaimCondition, provider: Provider) -> bool:
@@ -66,6 +69,39 @@ def _url_ok(url: str) -> bool:
         url.startswith(f"http://{host}")
         for host in ("127.0.0.1:", "127.0.0.1/", "localhost:", "localhost/", "[::1]:")
     )
+
+
+def _algorithms(spec: Mapping[str, Any], provider: Provider, problems: list[str]) -> tuple[str, ...]:
+    raw = spec.get("algorithms")
+    if raw is None:
+        if not provider.algorithms:
+            problems.append(
+                f"spec.algorithms: required for provider {provider.name}: the algorithms the issuer signs "
+                f"with, e.g. [RS256] (one or more of {', '.join(ASYMMETRIC_ALGORITHMS)})"
+            )
+        return provider.algorithms
+    if not isinstance(raw, list) or not raw:
+        problems.append("spec.algorithms: a non-empty list of algorithms is required")
+        return ()
+    unknown = [a for a in raw if a not in ASYMMETRIC_ALGORITHMS]
+    if unknown:
+        problems.append(
+            f"spec.algorithms: {quoted(unknown[0])} is not one of {', '.join(ASYMMETRIC_ALGORITHMS)}"
+        )
+        return ()
+    return tuple(dict.fromkeys(raw))
+
+
+def _inline_keys_problem(inline: Mapping[str, Any], algorithms: tuple[str, ...]) -> str | None:
+    """An inline JWK Set whose keys all name an algorithm the connection does not accept verifies nothing."""
+    keys = [k for k in inline.get("keys") or [] if isinstance(k, Mapping)]
+    named = [a for k in keys if isinstance(a := k.get("alg"), str)]
+    if algorithms and keys and len(named) == len(keys) and not set(named) & set(algorithms):
+        return (
+            f"spec.jwks: every key is for {', '.join(sorted(set(named)))}, none of spec.algorithms "
+            f"({', '.join(algorithms)})"
+        )
+    return None
 
 
 def parse_connection(spec: Mapping[str, Any]) -> Connection:
@@ -98,6 +134,9 @@ def parse_connection(spec: Mapping[str, Any]) -> Connection:
         not isinstance(inline, Mapping) or not isinstance(inline.get("keys"), list) or not inline["keys"]
     ):
         problems.append("spec.jwks: must be a JWK Set with a non-empty keys list")
+    algorithms = _algorithms(spec, provider, problems)
+    if isinstance(inline, Mapping) and (problem := _inline_keys_problem(inline, algorithms)):
+        problems.append(problem)
 
     audiences = spec.get("audiences")
     if (
@@ -144,4 +183,5 @@ def parse_connection(spec: Mapping[str, Any]) -> Connection:
         audiences=frozenset(audiences),
         claims=claims,
         access_token_ttl=ttl,
+        algorithms=algorithms,
     )

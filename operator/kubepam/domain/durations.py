@@ -11,13 +11,26 @@ from datetime import timedelta
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _WHOLE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION = timedelta(hours=87600)  # ten years: more than any kubepam field allows (the CRDs bound each)
+MAX_DURATION_TEXT = 32  # as the CRDs' maxLength
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= MAX_DURATION_TEXT else repr(text[:MAX_DURATION_TEXT]) + "..."
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse a Go-style duration; raises ValueError naming the bad text."""
-    if not isinstance(text, str) or not _WHOLE.match(text):
+    """Parse a Go-style duration; raises ValueError naming the bad text (never OverflowError): anything
+    that is not a string, not a duration, longer than 32 characters or above 87600h (ten years)."""
+    if not isinstance(text, str):
+        raise ValueError(f"a duration must be a string like 90s, 15m or 1h30m, not {type(text).__name__}")
+    if len(text) > MAX_DURATION_TEXT:
+        raise ValueError(f"{_shown(text)} is longer than {MAX_DURATION_TEXT} characters")
+    if not _WHOLE.match(text):
         raise ValueError(f"{text!r} is not a duration like 90s, 15m or 1h30m")
     seconds = sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _PART.findall(text))
+    if not seconds <= MAX_DURATION.total_seconds():  # also refuses inf and nan
+        raise ValueError(f"{text!r} is longer than the longest duration kubepam accepts (87600h)")
     return timedelta(seconds=seconds)
 
 

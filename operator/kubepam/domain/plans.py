@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from kubepam.domain.checkout import parse_checkout_policy
 from kubepam.domain.conditions import Health, health_conditions, rfc3339, same_conditions
 from kubepam.domain.connection import Phase, parse_connection
 from kubepam.domain.errors import SpecError
@@ -147,6 +148,19 @@ def plan_policy(namespace: str, name: str, spec: Mapping[str, Any]) -> Plan:
     return Plan(
         Health.READY, "Accepted", f"{len(policy.rules)} rule(s) in effect", {"ruleCount": len(policy.rules)}
     )
+
+
+def plan_checkout_policy(namespace: str, name: str, spec: Mapping[str, Any]) -> Plan:
+    """What the index reads (parse_checkout_policy) and what validation checks, in one status: a policy
+    the index leaves out is always Stalled here with the reason, never dropped in silence."""
+    problems = VALIDATORS["CheckoutPolicy"](namespace, name, spec)
+    try:
+        parse_checkout_policy(spec)
+    except SpecError as exc:
+        problems += [p for p in exc.problems if p not in problems]
+    if problems:
+        return invalid(problems)
+    return Plan(Health.READY, "Accepted", "CheckoutPolicy is valid and in effect")
 
 
 def plan_request(status: Mapping[str, Any] | None) -> Plan:

@@ -4,6 +4,11 @@ A *multi-tenant* issuer (GitHub Actions, GitLab.com, Google) signs tokens for ev
 same keys, so a connection to it must bind at least one tenant-identifying claim, or any repository or
 project in the world could log in. CircleCI issues per organization (the org id is in the issuer URL),
 which binds the tenant by itself.
+
+Each preset also says which algorithms its issuer signs with (``spec.algorithms`` defaults to them): all
+four sign RS256 today (GitHub Actions, GitLab, CircleCI and Google publish RSA keys with alg RS256), so a
+PS256 or ES256 token is refused for them even if it would verify; ``generic`` has no default and the
+connection must name its issuer's algorithms.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class Provider:
     binding_claims: frozenset[str]  # claims that identify the tenant; empty: issuer binds the tenant
     claim_vocabulary: tuple[str, ...]  # the claims people write conditions on, for docs and `explain`
     issuer_pattern: re.Pattern[str] | None = None
+    algorithms: tuple[str, ...] = ("RS256",)  # what the issuer signs with; empty: the connection names them
 
     @property
     def multi_tenant(self) -> bool:
@@ -105,7 +111,12 @@ GCP = Provider(
     ),
 )
 GENERIC = Provider(
-    name="generic", issuer=None, jwks_url=None, binding_claims=frozenset(), claim_vocabulary=()
+    name="generic",
+    issuer=None,
+    jwks_url=None,
+    binding_claims=frozenset(),
+    claim_vocabulary=(),
+    algorithms=(),
 )
 
 PROVIDERS: dict[str, Provider] = {p.name: p for p in (GITHUB, GITLAB, CIRCLECI, GCP, GENERIC)}

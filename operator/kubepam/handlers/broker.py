@@ -1,6 +1,11 @@
 """The broker's HTTP routes (aiohttp), served by the operator process. Thin: parse the request,
 call a service, shape the answer. Errors are RFC 6749 JSON bodies; no stack trace, no token text.
 
+Nothing a caller sends is a server error: bodies are read with bounded size (72 KiB, room for a 64 KiB
+subject token), forms with at most 1,000 fields, JSON strictly (UTF-8, no lone surrogates, nesting
+at most 32 deep, checked before parsing), and every failure is a 4xx naming the rule, logged below
+ERROR (an ERROR line means kubepam itself is broken).
+
     POST /v1/token            RFC 8693 token exchange
     POST /v1/token/validate   dry run with a claim-by-claim trace (Draft or Active connections)
     POST /v1/ssh/sign         Bearer kubepam access token + role/project/server/publicKey -> certificate
@@ -14,20 +19,24 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from kubepam.adapters import metrics
-from kubepam.domain import oauth
+from kubepam.domain import oauth, strict_json
 from kubepam.domain.oauth import OAuthError
+from kubepam.domain.text import clip
 
 if TYPE_CHECKING:
     from kubepam.handlers.runtime import Runtime
 
 log = logging.getLogger("kubepam.broker")
-MAX_BODY = 64 * 1024
+MAX_BODY = 72 * 1024  # a 64 KiB subject token and the other RFC 8693 parameters
+MAX_FORM_FIELDS = 1000
+MAX_JSON_DEPTH = 32
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
 
@@ -65,15 +74,25 @@ async def read_form(request: web.Request) -> dict[str, str]:
         raise oauth.invalid_request(
             "use Content-Type application/x-www-form-urlencoded (RFC 6749 section 3.2)", "invalid_request"
         )
-    form = await request.post()
+    raw = await request.read()  # bounded by the app's client_max_size
+    try:
+        # A urlencoded body is ASCII; UTF-8 arrives percent-encoded and is decoded strictly (no surrogates).
+        text = raw.decode("ascii")
+        pairs = urllib.parse.parse_qsl(
+            text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_FORM_FIELDS
+        )
+    except UnicodeError:
+        raise oauth.invalid_request(
+            "the form is not valid (percent-encoded) UTF-8", "invalid_request"
+        ) from None
+    except ValueError:
+        raise oauth.invalid_request(
+            f"the form has more than {MAX_FORM_FIELDS} fields", "too_many_fields"
+        ) from None
     out: dict[str, str] = {}
-    for key in form:
-        values = form.getall(key)
-        if len(values) > 1:
-            raise oauth.invalid_request(f"parameter {key} is repeated", "invalid_request")
-        value = values[0]
-        if not isinstance(value, str):
-            raise oauth.invalid_request(f"parameter {key} must be text", "invalid_request")
+    for key, value in pairs:
+        if key in out:
+            raise oauth.invalid_request(f"parameter {clip(key)} is repeated", "invalid_request")
         out[key] = value
     return out
 
@@ -97,10 +116,11 @@ async def validate(request: web.Request) -> web.Response:
 async def read_json(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise oauth.invalid_request("use Content-Type application/json", "invalid_request")
+    raw = await request.read()  # bounded by the app's client_max_size
     try:
-        body = await request.json()
-    except ValueError:
-        raise oauth.invalid_request("the body is not valid JSON", "invalid_request") from None
+        body = strict_json.loads(raw, max_depth=MAX_JSON_DEPTH)
+    except strict_json.JsonError as exc:
+        raise oauth.invalid_request(f"the body is not strict JSON: {exc}", "invalid_request") from None
     if not isinstance(body, dict):
         raise oauth.invalid_request("the body must be a JSON object", "invalid_request")
     return body
@@ -147,7 +167,13 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     ready = rt.directory.synced()
-    return web.json_response({"status": "ready" if ready else "syncing"}, status=200 if ready else 503)
+    elector = getattr(rt, "elector", None)  # every replica serves the broker; only the leader reconciles
+    body = {
+        "status": "ready" if ready else "syncing",
+        "leader": bool(elector is not None and elector.leading()),
+        "holder": str(getattr(elector, "holder", "") or ""),
+    }
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def prometheus(request: web.Request) -> web.Response:

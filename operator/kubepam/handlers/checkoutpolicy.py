@@ -9,7 +9,7 @@ import kopf
 from kubepam.domain.checkout import CheckoutPolicySpec, parse_checkout_policy
 from kubepam.domain.errors import SpecError
 from kubepam.domain.kinds import GROUP, VERSION
-from kubepam.domain.plans import plan_generic
+from kubepam.domain.plans import plan_checkout_policy
 from kubepam.handlers.registries import CONTROL, VIEW
 from kubepam.handlers.status import apply_plan, ref
 
@@ -24,7 +24,7 @@ def checkout_policies_index(
     try:
         policy = parse_checkout_policy(spec)
     except SpecError:
-        return None
+        return None  # grants nothing; reconcile_checkout_policy's status (plan_checkout_policy) says why
     return {(me.namespace, policy.project): (me.name, policy)}
 
 
@@ -35,4 +35,4 @@ def reconcile_checkout_policy(
     spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any
 ) -> None:
     me = ref(meta)
-    apply_plan(plan_generic("CheckoutPolicy", me.namespace, me.name, spec), patch, status, meta)
+    apply_plan(plan_checkout_policy(me.namespace, me.name, spec), patch, status, meta)

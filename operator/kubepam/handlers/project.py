@@ -32,7 +32,7 @@ def projects_index(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> dict[Any, Proj
     try:
         return {(me.namespace, me.name): replace(parse_project(spec), uid=str(meta.get("uid", "")))}
     except SpecError:
-        return None
+        return None  # unusable; reconcile_project's status (plan_project) says why
 
 
 async def plan_project(rt: Runtime, meta: kopf.Meta | dict[str, Any], spec: Any) -> Plan:

@@ -20,7 +20,7 @@ PLURAL = "workloadroles"
 @kopf.index(GROUP, VERSION, PLURAL, registry=VIEW)
 def roles_index(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> dict[str, Role] | None:
     me = ref(meta)
-    role = role_entry(me.namespace, me.name, spec)
+    role = role_entry(me.namespace, me.name, spec)  # None: matches nothing; reconcile_role says why
     return {me.namespace: role} if role is not None else None
 
 

@@ -24,6 +24,7 @@ from kubepam.domain.conditions import rfc3339
 from kubepam.domain.durations import parse_duration
 from kubepam.domain.policy import Capability, Decision, Policy, Request, ServerView, Subject, evaluate
 from kubepam.domain.project import ProjectSpec
+from kubepam.domain.text import clip
 from kubepam.services.projects import CAStore
 
 
@@ -73,6 +74,10 @@ class MissingReference(Exception):
     """The request names a Project or Server not seen (yet)."""
 
 
+class InvalidRequest(Exception):
+    """A field of the request that cannot be used (the message names it): denied, never retried."""
+
+
 class CertificateIssuer:
     def __init__(self, directory: PolicyDirectory, cas: CAStore, clock: Callable[[], datetime]) -> None:
         self._directory = directory
@@ -85,13 +90,16 @@ class CertificateIssuer:
         project_name = str(spec.get("project", ""))
         project = self._directory.project(namespace, project_name)
         if project is None:
-            raise MissingReference(f"no Project {namespace}/{project_name}")
+            raise MissingReference(f"no Project {namespace}/{clip(project_name)}")
         server = None
         if spec.get("server"):
             server = self._directory.server(namespace, str(spec["server"]))
             if server is None:
-                raise MissingReference(f"no Server {namespace}/{spec['server']}")
-        ttl = parse_duration(spec["ttl"]) if spec.get("ttl") else None
+                raise MissingReference(f"no Server {namespace}/{clip(spec['server'])}")
+        try:
+            ttl = parse_duration(spec["ttl"]) if spec.get("ttl") else None
+        except ValueError as exc:
+            raise InvalidRequest(f"spec.ttl: {exc}") from None
         request = Request(
             namespace, project_name, capability, server, tuple(spec.get("principals") or ()), ttl
         )
@@ -111,6 +119,8 @@ class CertificateIssuer:
             decision, _ = self._decide(namespace, spec, subject, capability)
         except MissingReference as exc:
             return Denied(str(exc), missing_reference=True)
+        except InvalidRequest as exc:
+            return Denied(str(exc))
         if not decision.allowed:
             return Denied(decision.reason)
         ca = self._ca(namespace, str(spec["project"]))
@@ -178,12 +188,23 @@ def workload_request(claims: Mapping[str, Any], body: Mapping[str, Any]) -> tupl
     matches = [r for r in roles if r == asked or r.split("/", 1)[-1] == asked]
     if not matches:
         raise oauth.access_denied(
-            f"the access token does not carry role {asked} (it has: {', '.join(roles)})", "role_not_in_token"
+            f"the access token does not carry role {clip(asked)} (it has: {clip(', '.join(roles))})",
+            "role_not_in_token",
         )
     if len(matches) > 1:
-        raise oauth.invalid_request(f"role {asked} is ambiguous; use namespace/role")
+        raise oauth.invalid_request(f"role {clip(asked)} is ambiguous; use namespace/role")
     namespace, role = matches[0].split("/", 1)
     for field in ("project", "publicKey"):
         if not isinstance(body.get(field), str) or not body.get(field):
-            raise oauth.invalid_request(f"{field} is required")
+            raise oauth.invalid_request(f"{field} is required (a string)")
+    if body.get("server") is not None and not isinstance(body["server"], str):
+        raise oauth.invalid_request("server must be a string (a Server in the role's namespace)")
+    ttl = body.get("ttl")
+    if ttl is not None:
+        if not isinstance(ttl, str):
+            raise oauth.invalid_request("ttl must be a string duration like 90s, 5m or 1h")
+        try:
+            parse_duration(ttl)
+        except ValueError as exc:
+            raise oauth.invalid_request(f"ttl: {exc}") from None
     return namespace, role

@@ -10,6 +10,7 @@ held (locked) until its rotation is done.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -155,18 +156,19 @@ class CheckoutService(ObjectReconciler):
         )
         if not decision.allowed:
             return await self._deny(obj, decision.reason)
-        requested = parse_duration(spec["duration"]) if spec.get("duration") else None
+        try:
+            requested = parse_duration(spec["duration"]) if spec.get("duration") else None
+        except ValueError as exc:  # the CRD bounds it; an object stored before that is refused, not retried
+            return await self._deny(obj, f"spec.duration: {exc}")
         duration = checkout_duration(requested, policy.max_duration, decision.checkout_duration)
         want = Hold(meta["uid"], meta["name"], spec["requester"], now + duration)
         holder = await self._leases.acquire(ns, account.lease_name, want)
         if holder.uid != want.uid and not await self._reclaim_if_orphaned(ns, account, policy, holder):
-            return await self._deny(obj, denial_message(account.name, holder.holder, holder.expires_at, now))
+            return await self._deny(obj, await self._denial(ns, account, holder, now))
         if holder.uid != want.uid:
             holder = await self._leases.acquire(ns, account.lease_name, want)
             if holder.uid != want.uid:
-                return await self._deny(
-                    obj, denial_message(account.name, holder.holder, holder.expires_at, now)
-                )
+                return await self._deny(obj, await self._denial(ns, account, holder, now))
         expires = holder.expires_at or want.expires_at
         assert expires is not None
         credential = await self._accounts.credential(account)
@@ -228,6 +230,13 @@ class CheckoutService(ObjectReconciler):
             },
         )
         return {"phase": Phase.DENIED.value, "message": reason}
+
+    async def _denial(self, ns: str, account: Account, holder: Hold, now: datetime) -> str:
+        """The refusal for a held account; names a rotation the holder's check-in still waits for."""
+        other = await self._objects.get(PLURAL, ns, holder.checkout) if holder.checkout else None
+        rotation = ((other or {}).get("status") or {}).get("rotation") or {}
+        rotating = bool(rotation.get("required") and not rotation.get("completedAt"))
+        return denial_message(account.name, holder.holder, holder.expires_at, now, rotating=rotating)
 
     async def _reclaim_if_orphaned(
         self, ns: str, account: Account, policy: CheckoutPolicySpec, holder: Hold
@@ -294,8 +303,13 @@ class CheckoutService(ObjectReconciler):
             subject,
             Request(obj["metadata"]["namespace"], spec["project"], Capability.CHECKOUT, account=account.name),
         )
+        try:
+            requested = parse_duration(spec["duration"])
+        except ValueError as exc:
+            message = f"spec.duration: {exc}; the checkout keeps its expiry"
+            return {} if status.get("message") == message else {"message": message}
         wanted = granted + checkout_duration(
-            parse_duration(spec["duration"]),
+            requested,
             policy.max_duration,
             decision.checkout_duration if decision.allowed else None,
         )
@@ -497,8 +511,10 @@ class CheckoutService(ObjectReconciler):
             )
             return {"rotation": {**rotation, "completedAt": rfc3339(self._clock()), "lastError": ""}}
         secret = credential_secret_name(meta["name"], meta["uid"])  # never a name read back from status
-        await self._secrets.delete(ns, secret, self._owner(obj))
-        await self._rbac.revoke_secret_read(ns, secret, self._owner(obj))
+        await asyncio.gather(  # independent: the credential and the right to read it go together
+            self._secrets.delete(ns, secret, self._owner(obj)),
+            self._rbac.revoke_secret_read(ns, secret, self._owner(obj)),
+        )
         if account is not None:
             await self._leases.release(ns, account.lease_name, meta["uid"])
         final = Phase.EXPIRED if reason is CheckinReason.EXPIRED else Phase.CHECKED_IN

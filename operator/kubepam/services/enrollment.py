@@ -15,6 +15,7 @@ from kubepam.adapters.kube import KubeError
 from kubepam.domain import oauth
 from kubepam.domain.conditions import rfc3339
 from kubepam.domain.kinds import API_VERSION
+from kubepam.domain.text import clip
 from kubepam.services.projects import CAStore, EnrollmentTokens
 
 _DNS = re.compile(r"[^a-z0-9.-]+")
@@ -100,7 +101,9 @@ class Enroller:
             )
         except KubeError as exc:
             if exc.status == 422:
-                raise oauth.invalid_request(f"the API server refused the Server: {exc}") from None
+                raise oauth.invalid_request(
+                    f"the API server refused the Server: {clip(str(exc), 200)}"
+                ) from None
             if not exc.conflict:
                 raise
             existing = await self._objects.get("servers", namespace, name) or {}

@@ -21,6 +21,7 @@ from kubepam.domain.claims import ClaimCondition, all_hold, evaluate_all, lookup
 from kubepam.domain.connection import Connection, Phase
 from kubepam.domain.oauth import OAuthError
 from kubepam.domain.roles import Role, matching_roles, trace_role
+from kubepam.domain.text import clip
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class TokenExchange:
                 raise oauth.temporarily_unavailable(
                     "the operator is still loading connections; retry shortly"
                 )
-            raise oauth.invalid_client(f"no WorkloadConnection {namespace}/{name}")
+            raise oauth.invalid_client(f"no WorkloadConnection {clip(f'{namespace}/{name}')}")
         if entry.connection is None:
             raise oauth.unauthorized_client(
                 f"WorkloadConnection {entry.ref} is invalid: {'; '.join(entry.problems)}",
@@ -141,6 +142,18 @@ class TokenExchange:
     async def _verify(self, entry: ConnectionEntry, token: str) -> dict[str, Any]:
         assert entry.connection is not None
         return await verify_token(token, entry.connection, entry.inline_keys, self._keys)
+
+    @staticmethod
+    def _matching(call: Callable[[], Any]) -> Any:
+        """Run claim matching; a claim value the matchers cannot read is the caller's token's fault, so it
+        is a 400 invalid_grant with the reason, never a server error (the verifier already refuses the
+        known causes: lone surrogates, non-finite numbers, deep nesting)."""
+        try:
+            return call()
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise oauth.invalid_grant(
+                f"the token's claims cannot be matched ({type(exc).__name__})", "claims_unreadable"
+            ) from None
 
     async def exchange(self, form: Mapping[str, str]) -> Exchanged:
         try:
@@ -165,15 +178,17 @@ class TokenExchange:
                 "connection_draft",
             )
         claims = await self._verify(entry, token)
-        if not all_hold(conn.claims, claims):
-            _, trace = evaluate_all(conn.claims, claims)
+        if not self._matching(lambda: all_hold(conn.claims, claims)):
+            _, trace = self._matching(lambda: evaluate_all(conn.claims, claims))
             failed = next(r for r in trace if not r.matched)
             raise oauth.invalid_grant(
-                f"token does not meet the connection's conditions: {failed.claim} {failed.operator} "
-                f"{failed.expected} ({failed.reason})",
+                f"token does not meet the connection's conditions: {clip(failed.claim)} {failed.operator} "
+                f"{clip(failed.expected)} ({failed.reason})",
                 "claims_mismatch",
             )
-        roles = matching_roles(self._directory.roles(namespace), namespace, name, claims)
+        roles: list[Role] = self._matching(
+            lambda: matching_roles(self._directory.roles(namespace), namespace, name, claims)
+        )
         if not roles:
             raise oauth.access_denied(f"no WorkloadRole in {namespace} matches this token", "no_role")
         now = self._clock()
@@ -218,11 +233,17 @@ class TokenExchange:
                 wouldIssue=False,
             )
             return report
-        ok, trace = evaluate_all(conn.claims, claims)
-        active = entry.phase is Phase.ACTIVE
-        role_traces = [
-            trace_role(r, namespace, name, active, claims) for r in self._directory.roles(namespace)
-        ]
+        try:
+            ok, trace = self._matching(lambda: evaluate_all(conn.claims, claims))
+            active = entry.phase is Phase.ACTIVE
+            role_traces = self._matching(
+                lambda: [
+                    trace_role(r, namespace, name, active, claims) for r in self._directory.roles(namespace)
+                ]
+            )
+        except OAuthError as exc:
+            self._record("validate", exc.outcome)
+            raise
         candidates = [
             t.role
             for t in role_traces
@@ -298,6 +319,7 @@ class AccessTokenVerifier:
         entry = self._directory.connection(namespace, name)
         if entry is None or entry.phase is not Phase.ACTIVE:
             raise oauth.invalid_token(
-                f"WorkloadConnection {claims.get('connection')} is no longer Active", "connection_inactive"
+                f"WorkloadConnection {clip(claims.get('connection'))} is no longer Active",
+                "connection_inactive",
             )
         return claims
