@@ -84,6 +84,9 @@ def test_the_other_replica_takes_over_and_every_deadline_is_kept_once(
     plane: ControlPlane, pair: tuple[OperatorProcess, OperatorProcess]
 ) -> None:
     a, b = pair
+    deadline = time.monotonic() + 10  # b's elector reads the Lease within a retry period of its start
+    while ready(b)["holder"] != "replica-a" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert ready(a)["leader"] is True and ready(b)["leader"] is False and ready(b)["holder"] == "replica-a"
     team_namespace(plane, NS)
     team_namespace(plane, APPS)
