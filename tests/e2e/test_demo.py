@@ -14,21 +14,11 @@ from pathlib import Path
 import pytest
 
 from kubepam.dev.cluster import free_port, repo_root
+from kubepam.domain.kinds import PLURALS
 
 pytestmark = pytest.mark.e2e
 
-KINDS = (
-    "projects",
-    "servers",
-    "accesspolicies",
-    "checkoutpolicies",
-    "workloadconnections",
-    "workloadroles",
-    "jitaccounts",
-    "checkouts",
-    "sshcertificaterequests",
-    "x509certificaterequests",
-)
+KINDS = tuple(PLURALS.values())  # every kubepam kind has examples
 
 
 def _alive(pid: int) -> bool:

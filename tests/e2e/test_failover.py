@@ -22,24 +22,38 @@ import pytest
 
 from kubepam.dev.cluster import ControlPlane
 from kubepam.domain.ownership import derived_name, qualified
-from tests.e2e.harness import OperatorProcess, apply, kubectl_json, team_namespace, wait_for
+from tests.e2e.harness import (
+    OperatorProcess,
+    apply,
+    kubectl_json,
+    kubepam_object,
+    object_status,
+    team_namespace,
+    wait_for,
+)
+from tests.e2e.harness import wait_status as wait_for_status
 
 pytestmark = pytest.mark.e2e
 
 NS = "failover"
 APPS = "failover-apps"
-ACCOUNTS = [f"acct_{i}" for i in range(6)]
-TIMING = {"KUBEPAM_LEASE_DURATION": "6s", "KUBEPAM_RENEW_DEADLINE": "4s", "KUBEPAM_RETRY_PERIOD": "1s"}
-LEASE = ("lease", "kubepam-operator-leader", "-n", "kubepam-system")
 
 
 def obj(kind: str, name: str, spec: dict[str, Any], namespace: str = NS) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubepam.io/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
+    return kubepam_object(kind, name, spec, namespace)
+
+
+def status(plane: ControlPlane, kind: str, name: str) -> dict[str, Any]:
+    return object_status(plane, kind, name, NS)
+
+
+def wait_status(plane: ControlPlane, kind: str, name: str, fits: Any, timeout: float = 60) -> dict[str, Any]:
+    return wait_for_status(plane, kind, name, NS, fits, timeout)
+
+
+ACCOUNTS = [f"acct_{i}" for i in range(6)]
+TIMING = {"KUBEPAM_LEASE_DURATION": "6s", "KUBEPAM_RENEW_DEADLINE": "4s", "KUBEPAM_RETRY_PERIOD": "1s"}
+LEASE = ("lease", "kubepam-operator-leader", "-n", "kubepam-system")
 
 
 def holder(plane: ControlPlane) -> str:
@@ -201,20 +215,6 @@ def test_the_other_replica_takes_over_and_every_deadline_is_kept_once(
         f"take-over {took:.1f}s after SIGKILL at {killed:.0f}; "
         f"lateness of gap deadlines: {sorted(round(x, 2) for x in lateness)}"
     )
-
-
-def status(plane: ControlPlane, kind: str, name: str) -> dict[str, Any]:
-    return kubectl_json(plane, "admin", "get", kind, name, "-n", NS).get("status") or {}
-
-
-def wait_status(plane: ControlPlane, kind: str, name: str, fits: Any, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = status(plane, kind, name)
-        if fits(current) or time.monotonic() > deadline:
-            assert fits(current), current
-            return current
-        time.sleep(0.2)
 
 
 def ts(value: str) -> float:

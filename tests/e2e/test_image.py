@@ -28,22 +28,12 @@ import yaml
 
 from kubepam.dev.cluster import ControlPlane, ensure_binaries, free_port, repo_root
 from kubepam.dev.install import install
+from kubepam.domain.kinds import PLURALS
 
 pytestmark = pytest.mark.e2e
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="building the image and running runc need root")
 
-KINDS = (
-    "projects",
-    "servers",
-    "accesspolicies",
-    "checkoutpolicies",
-    "workloadconnections",
-    "workloadroles",
-    "jitaccounts",
-    "checkouts",
-    "sshcertificaterequests",
-    "x509certificaterequests",
-)
+KINDS = tuple(PLURALS.values())  # every kubepam kind has examples
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 UID = 65532
 

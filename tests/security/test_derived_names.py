@@ -19,7 +19,16 @@ from typing import Any
 import pytest
 
 from kubepam.dev.cluster import ControlPlane
-from tests.e2e.harness import OperatorProcess, apply, kubectl_json, team_namespace, wait_for
+from tests.e2e.harness import (
+    OperatorProcess,
+    apply,
+    kubectl_json,
+    kubepam_object,
+    object_status,
+    team_namespace,
+    wait_for,
+)
+from tests.e2e.harness import wait_status as wait_for_status
 
 pytestmark = pytest.mark.e2e
 
@@ -28,12 +37,15 @@ APPS = "sec-names-apps"  # where JIT groups apply
 
 
 def obj(kind: str, name: str, spec: dict[str, Any], namespace: str = NS) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubepam.io/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
+    return kubepam_object(kind, name, spec, namespace)
+
+
+def status(plane: ControlPlane, kind: str, name: str) -> dict[str, Any]:
+    return object_status(plane, kind, name, NS)
+
+
+def wait_status(plane: ControlPlane, kind: str, name: str, fits: Any, timeout: float = 60) -> dict[str, Any]:
+    return wait_for_status(plane, kind, name, NS, fits, timeout)
 
 
 def jit_project(namespaces: list[str]) -> dict[str, Any]:
@@ -99,20 +111,6 @@ def env(plane: ControlPlane, operator: OperatorProcess) -> Iterator[None]:
 
 def get(plane: ControlPlane, kind: str, name: str, namespace: str = NS) -> dict[str, Any]:
     return kubectl_json(plane, "admin", "get", kind, name, "-n", namespace)
-
-
-def status(plane: ControlPlane, kind: str, name: str) -> dict[str, Any]:
-    return get(plane, kind, name).get("status") or {}
-
-
-def wait_status(plane: ControlPlane, kind: str, name: str, fits: Any, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = status(plane, kind, name)
-        if fits(current) or time.monotonic() > deadline:
-            assert fits(current), current
-            return current
-        time.sleep(0.3)
 
 
 def exists(plane: ControlPlane, kind: str, name: str, namespace: str = NS) -> bool:
