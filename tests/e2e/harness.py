@@ -26,6 +26,8 @@ class OperatorProcess:
     env_overrides: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # what the interpreter runs (the benchmarks swap in a wrapper, e.g. one that traces allocations)
+    argv: tuple[str, ...] = ("-m", "kubepam", "run")
 
     @property
     def url(self) -> str:
@@ -47,7 +49,7 @@ class OperatorProcess:
     def start(self, timeout: float = 60) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubepam", "run"], env=self.env(), stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, *self.argv], env=self.env(), stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -240,3 +242,30 @@ def promote(
         json.dumps({"status": status}),
         check=False,
     )
+
+
+def kubepam_object(kind: str, name: str, spec: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """A kubepam object of ``kind`` as a test applies it."""
+    return {
+        "apiVersion": "kubepam.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def object_status(plane: ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return dict(kubectl_json(plane, "admin", "get", kind, name, "-n", namespace).get("status") or {})
+
+
+def wait_status(
+    plane: ControlPlane, kind: str, name: str, namespace: str, fits: Any, timeout: float = 60
+) -> dict[str, Any]:
+    """Poll an object's status (bounded) until ``fits(status)``; the last status is in the failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = object_status(plane, kind, name, namespace)
+        if fits(current) or time.monotonic() > deadline:
+            assert fits(current), current
+            return current
+        time.sleep(0.2)
