@@ -4,8 +4,12 @@ cancels, and retries failed actions with backoff until they succeed."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import gc
+import weakref
 from datetime import UTC, datetime, timedelta
 
+from kubepam.adapters import fencing
 from kubepam.services.scheduler import Scheduler
 
 
@@ -83,3 +87,33 @@ async def test_failed_actions_are_retried_until_they_succeed() -> None:
     scheduler.schedule("rotate", now(), flaky)
     await run_for(scheduler, 0.3)
     assert len(attempts) == 3 and scheduler.fired == 1 and len(scheduler) == 0
+
+
+async def test_a_waiting_deadline_holds_the_fence_of_its_context_and_nothing_else() -> None:
+    """Scheduled from a kopf handler, a job must not keep the handler's context alive (kopf's cause in a
+    context variable holds the whole object): only the fence goes with it, and is in force when it runs."""
+    handler_cause: contextvars.ContextVar[object] = contextvars.ContextVar("handler_cause")
+    scheduler = Scheduler(now)
+    seen: list[tuple[bool, object]] = []
+
+    class Body:  # stands for kopf's cause and the object body it holds
+        pass
+
+    async def step() -> None:
+        seen.append((fencing.is_fenced(), handler_cause.get(None)))
+
+    def in_handler() -> weakref.ref[Body]:
+        body = Body()
+        handler_cause.set(body)
+        token = fencing.bind(lambda: True)
+        try:
+            scheduler.schedule("expiry", now() + timedelta(milliseconds=30), step)
+        finally:
+            fencing.unbind(token)
+        return weakref.ref(body)
+
+    body = contextvars.copy_context().run(in_handler)
+    gc.collect()
+    assert body() is None  # the handler is done: nothing of its context is kept by the waiting job
+    await run_for(scheduler, 0.2)
+    assert seen == [(True, None)]

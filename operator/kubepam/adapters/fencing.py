@@ -31,6 +31,11 @@ def is_fenced() -> bool:
     return _FENCE.get() is not None
 
 
+def current() -> Callable[[], bool] | None:
+    """The fence bound in this context, if any (to carry it, and nothing else, into later work)."""
+    return _FENCE.get()
+
+
 def check() -> None:
     fence = _FENCE.get()
     if fence is not None and not fence():

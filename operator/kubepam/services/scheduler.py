@@ -7,9 +7,11 @@ capped exponential backoff until it succeeds, unless the key was rescheduled or 
 Deadlines live in memory only; after a restart they are rebuilt from the API server's state by the
 handlers that own them.
 
-A job runs in the context it was scheduled from: one scheduled by the leader's control work carries the
-leader fence (adapters/fencing.py), so it writes nothing once this replica stops leading, and
-``drop_fenced`` removes all of them when leadership ends (the next leader rebuilds them from status).
+A job scheduled by the leader's control work carries the leader fence (adapters/fencing.py), so it
+writes nothing once this replica stops leading, and ``drop_fenced`` removes all of them when leadership
+ends (the next leader rebuilds them from status). A job keeps the fence and nothing else of the context
+it was scheduled from: a copy of that context would hold kopf's handler context (the cause with the whole
+object body, its patch and logger) for as long as the deadline waits, tens of KiB per object.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ class _Job:
     seq: int
     action: Action
     attempts: int = 0
-    context: contextvars.Context | None = None
-    fenced: bool = False
+    fence: Callable[[], bool] | None = None  # the leader fence it was scheduled under, if any
+
+    @property
+    def fenced(self) -> bool:
+        return self.fence is not None
 
 
 class Scheduler:
@@ -60,7 +65,7 @@ class Scheduler:
         self.fired = 0
 
     def schedule(self, key: Hashable, when: datetime, action: Action) -> None:
-        job = _Job(when, next(self._seq), action, 0, contextvars.copy_context(), fencing.is_fenced())
+        job = _Job(when, next(self._seq), action, 0, fencing.current())
         self._jobs[key] = job
         heapq.heappush(self._heap, (when, job.seq, key))
         if self._heap[0][1] == job.seq:
@@ -116,7 +121,10 @@ class Scheduler:
             if job is None or job.seq != seq:
                 continue
             del self._jobs[key]
-            task = asyncio.create_task(self._fire(key, job), context=job.context)
+            context = contextvars.copy_context()  # the scheduler's own, plus the job's fence
+            if job.fence is not None:
+                context.run(fencing.bind, job.fence)
+            task = asyncio.create_task(self._fire(key, job), context=context)
             task.kubepam_fenced = job.fenced  # type: ignore[attr-defined]
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -141,8 +149,7 @@ class Scheduler:
                         next(self._seq),
                         job.action,
                         job.attempts + 1,
-                        job.context,
-                        job.fenced,
+                        job.fence,
                     )
                     self._jobs[key] = retry
                     heapq.heappush(self._heap, (retry.when, retry.seq, key))
