@@ -147,6 +147,9 @@ async def serve() -> int:
             await _first(
                 elector.changed.wait(), stopping.wait(), view, *([control] if control else []), within=1.0
             )
+        if not stopping.is_set() and (rt is None or view.done()):
+            log.error("the operator's watches stopped (see above): exiting so that the pod restarts")
+            code = code or 1
     finally:
         if rt is not None:
             rt.scheduler.drop_fenced()
