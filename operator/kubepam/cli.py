@@ -33,10 +33,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     import kubepam.handlers  # noqa: F401  (registers the handlers)
+    from kubepam.adapters import memory
     from kubepam.handlers.process import serve
     from kubepam.handlers.runtime import SETTINGS
 
     _setup_logging(SETTINGS.log_level)
+    memory.limit_arenas(SETTINGS.malloc_arenas)  # before any thread pool starts
     return asyncio.run(serve())
 
 

@@ -61,6 +61,18 @@ class Settings:
     sync_grace: timedelta = field(default_factory=lambda: _duration("KUBEPAM_SYNC_GRACE", "5s"))
     # KUBEPAM_API_CONCURRENCY: Kubernetes API calls in flight at once (threads of the client pool).
     api_concurrency: int = field(default_factory=lambda: int(_env("KUBEPAM_API_CONCURRENCY", "32")))
+    # KUBEPAM_RECONCILE_CONCURRENCY: checkouts and JIT accounts reconciled at once from the work queue
+    # (deadlines have their own slots and never wait behind it).
+    reconcile_concurrency: int = field(
+        default_factory=lambda: int(_env("KUBEPAM_RECONCILE_CONCURRENCY", "16"))
+    )
+    # KUBEPAM_MALLOC_ARENAS: glibc malloc arenas (0: glibc's default of 8 per core); few arenas keep
+    # the memory freed by the client's threads reusable instead of spread over many heaps.
+    malloc_arenas: int = field(default_factory=lambda: int(_env("KUBEPAM_MALLOC_ARENAS", "2")))
+    # KUBEPAM_MEMORY_TRIM_INTERVAL: how often freed memory is handed back to the kernel (0s: never).
+    memory_trim_interval: timedelta = field(
+        default_factory=lambda: _duration("KUBEPAM_MEMORY_TRIM_INTERVAL", "30s")
+    )
     # KUBEPAM_LEADER_ELECTION: "true" (default) or "false" (one replica only: it always leads).
     leader_election: bool = field(
         default_factory=lambda: _env("KUBEPAM_LEADER_ELECTION", "true").lower() in ("1", "true", "yes")
@@ -103,6 +115,8 @@ def configure_kopf(kopf_settings: Any, settings: Settings) -> None:
     kopf_settings.posting.level = logging.WARNING
     kopf_settings.execution.max_workers = 8
     kopf_settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    # The start-up listing in pages: ten thousand objects are never one response parsed in one go.
+    kopf_settings.watching.chunk_size = 500
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330
     kopf_settings.networking.request_timeout = 30

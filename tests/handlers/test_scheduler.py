@@ -117,3 +117,69 @@ async def test_a_waiting_deadline_holds_the_fence_of_its_context_and_nothing_els
     assert body() is None  # the handler is done: nothing of its context is kept by the waiting job
     await run_for(scheduler, 0.2)
     assert seen == [(True, None)]
+
+
+async def test_the_queue_runs_first_in_first_out_a_bounded_number_at_once() -> None:
+    scheduler = Scheduler(now, queue_concurrency=2)
+    running, most, order = 0, 0, []
+
+    def job(name: str):  # type: ignore[no-untyped-def]
+        async def run() -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            order.append(name)
+            await asyncio.sleep(0.02)
+            running -= 1
+
+        return run
+
+    for name in ("a", "b", "c", "d", "e"):
+        scheduler.soon(name, job(name))
+    scheduler.soon("a", job("a again"))  # already waiting: keeps its place, runs once
+    assert scheduler.queued() == 5
+    await run_for(scheduler, 0.3)
+    assert order == ["a", "b", "c", "d", "e"] and most == 2 and scheduler.queued() == 0
+
+
+async def test_a_deadline_never_waits_behind_a_full_queue() -> None:
+    scheduler = Scheduler(now, queue_concurrency=1)
+    release = asyncio.Event()
+    fired_at: list[float] = []
+
+    async def slow() -> None:
+        await release.wait()
+
+    async def expiry() -> None:
+        fired_at.append((now() - start).total_seconds())
+
+    start = now()
+    for i in range(100):
+        scheduler.soon(i, slow)
+    scheduler.schedule("expiry", start + timedelta(milliseconds=50), expiry)
+    await run_for(scheduler, 0.2)
+    assert len(fired_at) == 1 and fired_at[0] < 0.15 and scheduler.queued() == 99
+
+
+async def test_a_queued_job_that_fails_is_retried_and_a_fenced_one_dropped_with_leadership() -> None:
+    scheduler = Scheduler(now, queue_concurrency=1, backoff=(0.02,))
+    attempts: list[int] = []
+
+    async def flaky() -> None:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise RuntimeError("API down")
+
+    async def never() -> None:
+        raise AssertionError("ran after leadership ended")
+
+    scheduler.soon("flaky", flaky)
+    token = fencing.bind(lambda: True)
+    try:
+        scheduler.soon("fenced", never)
+        scheduler.soon("flaky", never)  # the same key is already waiting: not queued twice
+    finally:
+        fencing.unbind(token)
+    assert scheduler.drop_fenced() == 1 and scheduler.queued() == 1
+    await run_for(scheduler, 0.2)
+    assert len(attempts) == 2 and scheduler.fired == 1

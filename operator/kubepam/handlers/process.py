@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from kubepam.adapters import fencing
+from kubepam.adapters import fencing, memory
 from kubepam.adapters.leader_lease import LeaderLease
 from kubepam.domain.leadership import Timing
 from kubepam.handlers.registries import CONTROL, VIEW
@@ -123,6 +123,9 @@ async def serve() -> int:
     if rt is not None:
         rt.elector = elector
     electing = asyncio.create_task(elector.run(), name="leader election")
+    trimming = asyncio.create_task(
+        memory.trim_every(SETTINGS.memory_trim_interval.total_seconds()), name="memory trim"
+    )
     control: asyncio.Task[None] | None = None
     code = 0
     try:
@@ -158,6 +161,7 @@ async def serve() -> int:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(control, timeout=10)
         electing.cancel()
+        trimming.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await electing
         if code == 0:

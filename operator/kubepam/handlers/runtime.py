@@ -131,7 +131,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     configmaps = ConfigMaps()
     cas = CAStore(secrets, configmaps, utcnow)
     tokens = EnrollmentTokens(secrets)
-    scheduler = Scheduler(utcnow)
+    scheduler = Scheduler(utcnow, queue_concurrency=SETTINGS.reconcile_concurrency)
     events = Events()
     accounts = Accounts(secrets, utcnow, configmaps)
     rbac = Rbac()

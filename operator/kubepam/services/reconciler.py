@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -80,6 +80,35 @@ class ObjectReconciler:
                     self.plural, namespace, name
                 )  # the step may have written intent
                 await self._failed(latest or obj, exc)
+
+    def due(self, obj: Mapping[str, Any]) -> datetime | None:
+        """When the object's status says it next needs a step (its deadline), or None; each kind says."""
+        return None
+
+    def rearm(self, objs: Iterable[Mapping[str, Any]]) -> int:
+        """Put the deadlines listed objects' statuses carry into the scheduler (at leadership start), so
+        they fire on time while kopf is still resuming every object one by one; the resume handlers then
+        reconcile each object as usual. Returns how many were armed."""
+        armed = 0
+        for obj in objs:
+            meta = obj.get("metadata") or {}
+            when = self.due(obj)
+            if when is None or meta.get("deletionTimestamp"):
+                continue
+            if self._scheduler.deadline((self.plural, f"{meta['namespace']}/{meta['name']}")) is None:
+                self.wake(meta["namespace"], meta["name"], when)
+                armed += 1
+        return armed
+
+    def enqueue(self, namespace: str, name: str) -> None:
+        """Reconcile the object as soon as the scheduler's queue gets to it (kopf's create, update and
+        resume handlers call this and return): a backlog costs a key, and the object is read fresh
+        when its turn comes. Should the operator stop first, its resume on start enqueues it again."""
+
+        async def run() -> None:
+            await self.reconcile(namespace, name)
+
+        self._scheduler.soon((self.plural, f"{namespace}/{name}"), run)
 
     def wake(self, namespace: str, name: str, when: datetime) -> None:
         async def run() -> None:
