@@ -284,3 +284,19 @@ async def test_a_duration_out_of_range_is_denied_with_the_field_not_retried() ->
     assert status["phase"] == "Denied" and status["message"].startswith("spec.duration: ")
     assert "87600h" in status["message"] and not w.leases.held
     assert [c["status"] for c in status["conditions"] if c["type"] == "Stalled"] == ["True"]
+
+
+async def test_a_new_leader_arms_every_listed_deadline_before_resuming_objects_one_by_one() -> None:
+    w = World()
+    w.create("a", "alice", duration="30s")
+    w.create("b", "bob")
+    await w.step("a")
+    await w.step("b")  # denied: the account is held; nothing to wait for
+    listed = [w.objects.items[("checkouts", NS, n)] for n in ("a", "b")]
+    after = World()  # another replica: same objects, nothing in its scheduler yet
+    after.objects, after.service._objects = w.objects, w.objects
+    assert after.service.rearm(listed) == 1 and after.service.rearm(listed) == 0  # once
+    expires = listed[0]["status"]["expiresAt"]
+    assert after.scheduler.deadline(("checkouts", f"{NS}/a")) == after.service.due(listed[0])
+    assert after.service.due(listed[0]).strftime("%Y-%m-%dT%H:%M:%SZ") == expires  # type: ignore[union-attr]
+    assert after.scheduler.deadline(("checkouts", f"{NS}/b")) is None

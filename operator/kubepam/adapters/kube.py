@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -57,6 +57,10 @@ def load_config() -> None:
     config = kubernetes.client.Configuration.get_default_copy()
     config.connection_pool_maxsize = POOL_SIZE
     kubernetes.client.Configuration.set_default(config)
+    # One API client (one connection pool) for every adapter: without a default, each *Api() makes its
+    # own, and each pool grows to as many TLS connections as threads use it at once (seven of them held
+    # ~200 connections, each with OpenSSL's buffers, under load).
+    kubernetes.client.ApiClient.set_default(kubernetes.client.ApiClient(config))  # type: ignore[no-untyped-call]
 
 
 def _translated(fn: Callable[..., T], args: Any, kwargs: Any) -> Callable[[], T]:
@@ -278,6 +282,23 @@ class CustomObjects:
                 return None
             raise
         return dict(obj) if isinstance(obj, dict) else None
+
+    async def pages(self, plural: str, size: int = 500) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every object of the kind in every namespace, a page at a time (one list is never all in memory)."""
+        token = ""
+        while True:
+            page: Any = await call(
+                self._api.list_cluster_custom_object,
+                self._group,
+                self._version,
+                plural,
+                limit=size,
+                **({"_continue": token} if token else {}),
+            )
+            yield list(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
 
     async def create(self, plural: str, namespace: str, body: Mapping[str, Any]) -> None:
         await call(

@@ -79,10 +79,10 @@ class Leases:
                 CHECKOUT: hold.checkout,
                 EXPIRES: hold.expires_at.isoformat() if hold.expires_at else "",
             }
-            spec = {
+            spec = {  # MicroTime wants all six digits, even when the microseconds happen to be 0
                 "holderIdentity": hold.uid,
-                "acquireTime": datetime.now(UTC).isoformat(),
-                "renewTime": datetime.now(UTC).isoformat(),
+                "acquireTime": datetime.now(UTC).isoformat(timespec="microseconds"),
+                "renewTime": datetime.now(UTC).isoformat(timespec="microseconds"),
             }
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
 

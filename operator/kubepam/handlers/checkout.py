@@ -15,12 +15,28 @@ from kubepam.handlers.status import ref
 PLURAL = "checkouts"
 
 
+@kopf.on.startup(registry=CONTROL)
+async def rearm_checkout_deadlines(memo: Any, logger: Any, **_: Any) -> None:
+    """Deadlines first: armed from a paged list as this replica starts leading, so they fire on time while
+    kopf is still resuming every object one by one (the resume handlers then reconcile each as usual)."""
+    from kubepam.adapters.kube import KubeError
+
+    rt = runtime(memo)
+    armed = 0
+    try:
+        async for page in rt.objects.pages(PLURAL):
+            armed += rt.checkouts.rearm(page)
+    except KubeError as exc:  # the resume handlers arm them all the same, only later
+        logger.warning("could not list %s to arm their deadlines early: %s", PLURAL, exc)
+    logger.info("%d checkout deadlines armed", armed)
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)
 @kopf.on.create(GROUP, VERSION, PLURAL, registry=CONTROL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=CONTROL)
 async def reconcile_checkout(meta: kopf.Meta, memo: Any, **_: Any) -> None:
     me = ref(meta)
-    await runtime(memo).checkouts.reconcile(me.namespace, me.name)
+    runtime(memo).checkouts.enqueue(me.namespace, me.name)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=CONTROL)
@@ -32,4 +48,4 @@ async def checkout_event(type: str, body: kopf.Body, status: kopf.Status, memo: 
     approval = status.get("approval") or {}
     if approval.get("decision") and (status.get("elevation") or {}).get("state") == "PENDING":
         me = ref(body["metadata"])
-        await rt.checkouts.reconcile(me.namespace, me.name)  # an approver decided (a status patch)
+        rt.checkouts.enqueue(me.namespace, me.name)  # an approver decided (a status patch)

@@ -15,12 +15,32 @@ from kubepam.handlers.status import ref
 PLURAL = "jitaccounts"
 
 
+@kopf.on.startup(registry=CONTROL)
+async def rearm_jit_deadlines(memo: Any, logger: Any, **_: Any) -> None:
+    """Deadlines first: armed from a paged list as this replica starts leading, so they fire on time while
+    kopf is still resuming every object one by one (the resume handlers then reconcile each as usual)."""
+    from kubepam.adapters.kube import KubeError
+
+    rt = runtime(memo)
+    armed = 0
+    try:
+        async for page in rt.objects.pages(PLURAL):
+            armed += rt.jit.rearm(page)
+    except KubeError as exc:  # the resume handlers arm them all the same, only later
+        logger.warning("could not list %s to arm their deadlines early: %s", PLURAL, exc)
+    logger.info("%d JIT account deadlines armed", armed)
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)
+async def resume_jit(body: kopf.Body, memo: Any, **_: Any) -> None:
+    runtime(memo).jit.resume(body)
+
+
 @kopf.on.create(GROUP, VERSION, PLURAL, registry=CONTROL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=CONTROL)
 async def reconcile_jit(meta: kopf.Meta, memo: Any, **_: Any) -> None:
     me = ref(meta)
-    await runtime(memo).jit.reconcile(me.namespace, me.name)
+    runtime(memo).jit.enqueue(me.namespace, me.name)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, registry=CONTROL)

@@ -43,6 +43,7 @@ from kubepam.domain.plans import Plan
 from kubepam.domain.policy import Capability, Policy, Request, Subject, evaluate
 from kubepam.domain.project import ProjectSpec
 from kubepam.services.accounts import Account, Accounts, find_account
+from kubepam.services.projects import put
 from kubepam.services.reconciler import RETRYABLE, ObjectReconciler, Objects
 from kubepam.services.scheduler import Scheduler
 
@@ -102,6 +103,17 @@ class CheckoutService(ObjectReconciler):
 
     def _health(self, status: Mapping[str, Any]) -> Plan:
         return health(Phase(status.get("phase") or "Pending"), str(status.get("message") or ""))
+
+    def due(self, obj: Mapping[str, Any]) -> datetime | None:
+        status = obj.get("status") or {}
+        phase = status.get("phase")
+        if phase == Phase.CHECKIN.value:  # a check-in under way: finish it first
+            return self._clock()
+        if phase != Phase.ACTIVE.value:
+            return None
+        elevation = status.get("elevation") or {}
+        deadlines = [d for d in (_ts(status.get("expiresAt")), _ts(elevation.get("expiresAt"))) if d]
+        return min(deadlines) if deadlines else None
 
     # ----- the state machine --------------------------------------------------------------------
     async def _step(self, obj: dict[str, Any]) -> None:
@@ -174,11 +186,7 @@ class CheckoutService(ObjectReconciler):
         credential = await self._accounts.credential(account)
         secret = credential_secret_name(meta["name"], meta["uid"])
         owner = self._owner(obj)
-        current = await self._secrets.get(ns, secret)
-        if current is None:
-            await self._secrets.create(ns, secret, credential, owner=owner)
-        else:
-            await self._secrets.replace(ns, secret, credential, current, owner)
+        await put(self._secrets, ns, secret, credential, owner)
         await self._rbac.grant_secret_read(ns, secret, secret, spec["requester"], owner)
         rule = decision.grant
         wants_elevation = bool((spec.get("elevation") or {}).get("requested"))

@@ -26,6 +26,7 @@ from kubepam.domain.ownership import ForeignObject, derived_name
 from kubepam.domain.plans import Plan
 from kubepam.domain.project import ProjectSpec
 from kubepam.services.accounts import Accounts
+from kubepam.services.projects import put
 from kubepam.services.reconciler import ObjectReconciler, Objects
 from kubepam.services.scheduler import Scheduler
 
@@ -91,6 +92,24 @@ class JitService(ObjectReconciler):
 
     def _health(self, status: Mapping[str, Any]) -> Plan:
         return _health(str(status.get("phase") or "Pending"), str(status.get("message") or ""))
+
+    def due(self, obj: Mapping[str, Any]) -> datetime | None:
+        status = obj.get("status") or {}
+        return _ts(status.get("expiresAt")) if status.get("phase") == "Active" else None
+
+    def resume(self, obj: Mapping[str, Any]) -> None:
+        """At start-up (kopf's resume: the spec is as last handled). An enabled account only waits for the
+        end of its window: armed from its status without a read, so ten thousand of them cost no API
+        call; anything else is reconciled from the queue."""
+        meta, status = obj["metadata"], obj.get("status") or {}
+        when = self.due(obj)
+        generation = int(meta.get("generation") or 0)
+        if when is None or jit.needs_activation(
+            status.get("phase"), generation, status.get("activatedGeneration")
+        ):
+            self.enqueue(meta["namespace"], meta["name"])
+        else:
+            self.wake(meta["namespace"], meta["name"], when)  # a window already over: at once
 
     async def _record_failure(self, obj: dict[str, Any], message: str, attempts: int, delay: float) -> None:
         await self._write(obj, {"message": f"retrying in {delay:.0f}s (attempt {attempts}): {message}"})
@@ -240,11 +259,7 @@ class JitService(ObjectReconciler):
     async def _deliver(self, obj: Mapping[str, Any], data: Mapping[str, bytes]) -> str:
         """The credential in a Secret only the owner can read."""
         ns, name, owner_user = obj["metadata"]["namespace"], credential_secret_name(obj), obj["spec"]["owner"]
-        current = await self._secrets.get(ns, name)
-        if current is None:
-            await self._secrets.create(ns, name, data, owner=self._owner(obj))
-        else:
-            await self._secrets.replace(ns, name, data, current, self._owner(obj))
+        await put(self._secrets, ns, name, data, self._owner(obj))
         await self._rbac.grant_secret_read(ns, name, name, owner_user, self._owner(obj))
         return name
 
