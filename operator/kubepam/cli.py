@@ -212,6 +212,24 @@ def cmd_validate(args: argparse.Namespace, *, show_plan: bool = False) -> int:
     return 1 if bad else 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from kubepam import plan
+
+    paths = [Path(p) for p in args.filename]
+    if args.objects and cmd_validate(args, show_plan=True):
+        return plan.ERROR
+    try:
+        files = plan.load_files(paths)
+        live_wanted = plan.kubeconfig_present(os.environ) if args.live is None else args.live
+        live = plan.read_live() if live_wanted else None
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"kubepam plan: {exc}", file=sys.stderr)
+        return plan.ERROR
+    result = plan.plan(files, live, prune=args.prune)
+    print(plan.render(result, args.output))
+    return result.code(args.fail_on_widening)
+
+
 def _subject_token(args: argparse.Namespace) -> str:
     from kubepam.client.id_tokens import id_token
 
@@ -445,9 +463,23 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("-f", "--filename", action="append", required=True)
     val.set_defaults(fn=cmd_validate)
 
-    plan = sub.add_parser("plan", help="show what the operator would do, changing nothing")
+    plan = sub.add_parser(
+        "plan",
+        help="who gains and who loses which access if these manifests are applied (exit 0 no change, "
+        "2 changes, 1 error, 3 widening with --fail-on-widening)",
+    )
     plan.add_argument("-f", "--filename", action="append", required=True)
-    plan.set_defaults(fn=lambda a: cmd_validate(a, show_plan=True))
+    plan.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read the current objects with your credentials (default: when a kubeconfig is present)",
+    )
+    plan.add_argument("--prune", action="store_true", help="live objects the files lack are deleted")
+    plan.add_argument("-o", "--output", choices=["text", "json", "markdown"], default="text")
+    plan.add_argument("--fail-on-widening", action="store_true", help="exit 3 when any change widens access")
+    plan.add_argument("--objects", action="store_true", help="also print each object's offline plan")
+    plan.set_defaults(fn=cmd_plan)
 
     workload = sub.add_parser("workload", help="for CI jobs: exchange the job's OIDC token, or explain it")
     workload.add_argument("action", choices=["login", "explain"])

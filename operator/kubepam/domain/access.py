@@ -185,7 +185,8 @@ def grants(objs: Objects, extra_principals: Iterable[Principal] = ()) -> set[Gra
                     policies, subject, Request(ns, server.project, capability, server=server), project.limits
                 )
                 if decision.allowed:
-                    terms = (("as", ",".join(decision.principals)), ("ttl", _d(decision.ttl)))
+                    logins = ",".join(p for p in decision.principals if p) or "their own username"
+                    terms = (("as", logins), ("ttl", _d(decision.ttl)))
                     kind = "ssh" if capability is Capability.SSH else "x509"
                     out.add(Grant(principal, Target(kind, ns, server.name), terms))
         if principal.kind == "role":
