@@ -183,3 +183,26 @@ async def test_a_queued_job_that_fails_is_retried_and_a_fenced_one_dropped_with_
     assert scheduler.drop_fenced() == 1 and scheduler.queued() == 1
     await run_for(scheduler, 0.2)
     assert len(attempts) == 2 and scheduler.fired == 1
+
+
+async def test_queue_slots_come_back_when_queued_work_is_cancelled_before_it_starts() -> None:
+    scheduler = Scheduler(now, queue_concurrency=1)
+    ran: list[str] = []
+
+    async def work(name: str) -> None:
+        ran.append(name)
+
+    token = fencing.bind(lambda: True)
+    try:
+        scheduler.soon("fenced", lambda: work("fenced"))
+    finally:
+        fencing.unbind(token)
+    runner = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(0)  # the drain starts the fenced job's task ...
+    await asyncio.sleep(0)
+    scheduler.drop_fenced()  # ... and leadership ends before it runs
+    scheduler.soon("next", lambda: work("next"))
+    await asyncio.sleep(0.05)
+    runner.cancel()
+    await scheduler.close()
+    assert ran[-1:] == ["next"]  # the one slot was given back

@@ -136,7 +136,7 @@ class Scheduler:
 
     def _start(
         self, key: Hashable, job: _Job, run: Callable[[Hashable, _Job], Coroutine[Any, Any, None]]
-    ) -> None:
+    ) -> asyncio.Task[None]:
         context = contextvars.copy_context()  # the scheduler's own, plus the job's fence
         if job.fence is not None:
             context.run(fencing.bind, job.fence)
@@ -144,6 +144,7 @@ class Scheduler:
         task.kubepam_fenced = job.fenced  # type: ignore[attr-defined]
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        return task
 
     async def _drain(self) -> None:
         while True:
@@ -156,13 +157,9 @@ class Scheduler:
                 self._queue_slots.release()
                 continue
             key = next(iter(self._queued))
-            self._start(key, self._queued.pop(key), self._fire_queued)
-
-    async def _fire_queued(self, key: Hashable, job: _Job) -> None:
-        try:
-            await self._attempt(key, job)
-        finally:
-            self._queue_slots.release()
+            task = self._start(key, self._queued.pop(key), self._attempt)
+            # released when the task ends, even if it is cancelled before it starts (leadership lost)
+            task.add_done_callback(lambda _: self._queue_slots.release())
 
     async def _deadlines(self) -> None:
         loop = asyncio.get_running_loop()
