@@ -18,7 +18,8 @@ PLURAL = "jitaccounts"
 @kopf.on.startup(registry=CONTROL)
 async def rearm_jit_deadlines(memo: Any, logger: Any, **_: Any) -> None:
     """Deadlines first: armed from a paged list as this replica starts leading, so they fire on time while
-    kopf is still resuming every object one by one (the resume handlers then reconcile each as usual)."""
+    kopf is still resuming every object one by one (resume then arms an enabled account from its status
+    and queues any other for a reconcile)."""
     from kubepam.adapters.kube import KubeError
 
     rt = runtime(memo)
