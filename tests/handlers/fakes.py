@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -192,6 +192,9 @@ class FakeObjects:
 
         found = self.items.get((plural, namespace, name))
         return copy.deepcopy(found) if found is not None else None
+
+    async def pages(self, plural: str) -> AsyncIterator[list[dict[str, Any]]]:
+        yield [obj for (kind, _, _), obj in sorted(self.items.items()) if kind == plural]
 
     async def patch_status(self, plural: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         obj = self.items[(plural, namespace, name)]

@@ -295,8 +295,22 @@ async def test_a_new_leader_arms_every_listed_deadline_before_resuming_objects_o
     listed = [w.objects.items[("checkouts", NS, n)] for n in ("a", "b")]
     after = World()  # another replica: same objects, nothing in its scheduler yet
     after.objects, after.service._objects = w.objects, w.objects
-    assert after.service.rearm(listed) == 1 and after.service.rearm(listed) == 0  # once
+    assert await after.service.arm_listed() == 1 and await after.service.arm_listed() == 0  # once
+    assert after.service.rearm(listed) == 0  # already armed
     expires = listed[0]["status"]["expiresAt"]
     assert after.scheduler.deadline(("checkouts", f"{NS}/a")) == after.service.due(listed[0])
     assert after.service.due(listed[0]).strftime("%Y-%m-%dT%H:%M:%SZ") == expires  # type: ignore[union-attr]
     assert after.scheduler.deadline(("checkouts", f"{NS}/b")) is None
+
+
+async def test_a_failed_list_at_leadership_start_arms_nothing_and_is_not_fatal() -> None:
+    from kubepam.adapters.kube import KubeError
+
+    w = World()
+
+    async def refused(plural: str) -> Any:
+        raise KubeError(403, "Forbidden", "list checkouts")
+        yield []  # an async generator, as the adapter's is
+
+    w.objects.pages = refused  # type: ignore[method-assign]
+    assert await w.service.arm_listed() == 0  # the resume handlers arm them later

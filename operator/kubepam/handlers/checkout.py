@@ -17,18 +17,8 @@ PLURAL = "checkouts"
 
 @kopf.on.startup(registry=CONTROL)
 async def rearm_checkout_deadlines(memo: Any, logger: Any, **_: Any) -> None:
-    """Deadlines first: armed from a paged list as this replica starts leading, so they fire on time while
-    kopf is still resuming every object one by one (the resume handlers then reconcile each as usual)."""
-    from kubepam.adapters.kube import KubeError
-
-    rt = runtime(memo)
-    armed = 0
-    try:
-        async for page in rt.objects.pages(PLURAL):
-            armed += rt.checkouts.rearm(page)
-    except KubeError as exc:  # the resume handlers arm them all the same, only later
-        logger.warning("could not list %s to arm their deadlines early: %s", PLURAL, exc)
-    logger.info("%d checkout deadlines armed", armed)
+    """Deadlines first, as this replica starts leading (see ObjectReconciler.arm_listed)."""
+    logger.info("%d checkout deadlines armed", await runtime(memo).checkouts.arm_listed())
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)

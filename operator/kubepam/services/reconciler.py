@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ class Objects(Protocol):
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None: ...
+    def pages(self, plural: str) -> AsyncIterator[list[dict[str, Any]]]: ...
 
 
 def key_of(obj: Mapping[str, Any]) -> str:
@@ -85,10 +86,21 @@ class ObjectReconciler:
         """When the object's status says it next needs a step (its deadline), or None; each kind says."""
         return None
 
+    async def arm_listed(self) -> int:
+        """At leadership start: arm the deadline of every object of the kind from a paged list of their
+        statuses, so they fire on time while kopf is still resuming every object one by one. A failed list
+        is logged, not raised: the resume handlers arm them all the same, only later."""
+        armed = 0
+        try:
+            async for page in self._objects.pages(self.plural):
+                armed += self.rearm(page)
+        except KubeError as exc:
+            log.warning("could not list %s to arm their deadlines early: %s", self.plural, exc)
+        return armed
+
     def rearm(self, objs: Iterable[Mapping[str, Any]]) -> int:
-        """Put the deadlines listed objects' statuses carry into the scheduler (at leadership start), so
-        they fire on time while kopf is still resuming every object one by one; the resume handlers then
-        reconcile each object as usual. Returns how many were armed."""
+        """Put the deadlines these objects' statuses carry into the scheduler, unless one is already
+        there. Returns how many were armed."""
         armed = 0
         for obj in objs:
             meta = obj.get("metadata") or {}
@@ -104,17 +116,18 @@ class ObjectReconciler:
         """Reconcile the object as soon as the scheduler's queue gets to it (kopf's create, update and
         resume handlers call this and return): a backlog costs a key, and the object is read fresh
         when its turn comes. Should the operator stop first, its resume on start enqueues it again."""
-
-        async def run() -> None:
-            await self.reconcile(namespace, name)
-
-        self._scheduler.soon((self.plural, f"{namespace}/{name}"), run)
+        self._scheduler.soon((self.plural, f"{namespace}/{name}"), self._reconcile_later(namespace, name))
 
     def wake(self, namespace: str, name: str, when: datetime) -> None:
+        self._scheduler.schedule(
+            (self.plural, f"{namespace}/{name}"), when, self._reconcile_later(namespace, name)
+        )
+
+    def _reconcile_later(self, namespace: str, name: str) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             await self.reconcile(namespace, name)
 
-        self._scheduler.schedule((self.plural, f"{namespace}/{name}"), when, run)
+        return run
 
     def _settling(self, obj: Mapping[str, Any]) -> bool:
         return settling(obj["metadata"], self._clock())
