@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 for entry in (str(ROOT), str(ROOT / "operator")):
@@ -17,6 +18,33 @@ for entry in (str(ROOT), str(ROOT / "operator")):
 from kubepam.dev.cluster import ControlPlane, ensure_binaries  # noqa: E402
 from kubepam.dev.install import install  # noqa: E402
 from tests.e2e.harness import OperatorProcess  # noqa: E402
+
+
+def rss_mib(pid: int, field_name: str = "VmRSS") -> float:
+    """A process's resident memory (or, with VmHWM, its peak) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field_name}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def jit_project(namespace: str, apps: str, max_duration: str) -> dict[str, Any]:
+    """The Project whose Kubernetes JIT accounts the benchmarks create (bound in ``apps``, never in
+    ``namespace``, which holds the keys)."""
+    return {
+        "apiVersion": "kubepam.io/v1alpha1",
+        "kind": "Project",
+        "metadata": {"name": "jit", "namespace": namespace},
+        "spec": {
+            "jit": {
+                "enabled": True,
+                "allowedGroups": ["view"],
+                "maxDuration": max_duration,
+                "creators": {"groups": ["kubepam:users"]},
+                "namespaces": [apps],
+            }
+        },
+    }
 
 
 def pct(values: list[float], q: float) -> float:

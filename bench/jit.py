@@ -25,18 +25,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "operator")]
 
 import kubernetes  # noqa: E402
 
-from common import operator_on_control_plane, pct  # noqa: E402
+from common import jit_project, operator_on_control_plane, pct, rss_mib  # noqa: E402
 from tests.e2e.harness import apply, team_namespace, wait_for  # noqa: E402
 
 NS = "benchjit"
 APPS = "benchjit-apps"
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main() -> None:
@@ -63,20 +56,7 @@ def main() -> None:
             apply(
                 plane,
                 "admin",
-                {
-                    "apiVersion": "kubepam.io/v1alpha1",
-                    "kind": "Project",
-                    "metadata": {"name": "jit", "namespace": NS},
-                    "spec": {
-                        "jit": {
-                            "enabled": True,
-                            "allowedGroups": ["view"],
-                            "maxDuration": "2h",
-                            "creators": {"groups": ["kubepam:users"]},
-                            "namespaces": [APPS],  # never NS, which holds the keys
-                        }
-                    },
-                },
+                jit_project(NS, APPS, "2h"),
             )
             assert wait_for(plane, "admin", "project/jit", "condition=Ready", NS).returncode == 0
             time.sleep(5)

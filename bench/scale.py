@@ -54,7 +54,15 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from common import ControlPlane, OperatorProcess, ensure_binaries, install, pct  # noqa: E402
+from common import (  # noqa: E402
+    ControlPlane,
+    OperatorProcess,
+    ensure_binaries,
+    install,
+    jit_project,
+    pct,
+    rss_mib,
+)
 from tests.e2e.harness import apply, team_namespace, wait_for  # noqa: E402
 
 NS = "scale"
@@ -67,11 +75,11 @@ EXPIRED = {"jitaccounts": "Disabled", "checkouts": "Expired"}
 LONG = 3 * 3600.0  # the windows of all but the restart set: they must be resumed, not reached
 
 
-def rss_mib(pid: int, field_name: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field_name}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def meta(kind: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    m: dict[str, Any] = {"name": name, "namespace": NS}
+    if labels:
+        m["labels"] = labels
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": m}
 
 
 @dataclass
@@ -172,12 +180,6 @@ def plan_objects(count: int, deadlines: int) -> tuple[list[Item], list[Item], in
     keys, csr = ssh_keys(50), csr_pem()
     width = len(str(count))
 
-    def meta(kind: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-        m: dict[str, Any] = {"name": name, "namespace": NS}
-        if labels:
-            m["labels"] = labels
-        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": m}
-
     def jit(i: int) -> Item:
         owner = f"u{i:0{width}d}"
         body = meta("JitAccount", owner) | {
@@ -248,22 +250,8 @@ def setup(plane: ControlPlane, n_accounts: int) -> None:
     team_namespace(plane, NS)
     team_namespace(plane, APPS)
 
-    def meta(kind: str, name: str) -> dict[str, Any]:
-        return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name, "namespace": NS}}
-
     docs: list[dict[str, Any]] = [
-        meta("Project", "jit")
-        | {
-            "spec": {
-                "jit": {
-                    "enabled": True,
-                    "allowedGroups": ["view"],
-                    "maxDuration": "4h",
-                    "creators": {"groups": ["kubepam:users"]},
-                    "namespaces": [APPS],  # never NS, which holds the keys
-                }
-            }
-        },
+        jit_project(NS, APPS, "4h"),
         meta("Project", "web") | {"spec": {}},
         meta("Server", "s0") | {"spec": {"project": "web", "hostname": "s0"}},
         meta("AccessPolicy", "all")
@@ -352,32 +340,33 @@ def wait_all(seen: Seen, keys: list[tuple[str, str]], timeout: float, empty: boo
     return False
 
 
-def probe(proc: subprocess.Popen[bytes] | None, out: Path, timeout: float = 60) -> dict[str, int]:
-    """What the process's allocators hold, and its RSS after malloc_trim (bench/traced_operator.py)."""
+def _ask(
+    proc: subprocess.Popen[bytes] | None, out: Path, signum: int, prefix: str, timeout: float
+) -> Path | None:
+    """Signal bench/traced_operator.py and wait (bounded) for the file it then writes."""
     assert proc is not None
-    before = set(out.glob("probe-*.json"))
-    proc.send_signal(signal.SIGUSR2)
+    before = set(out.glob(f"{prefix}-*"))
+    proc.send_signal(signum)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        new = set(out.glob("probe-*.json")) - before
-        if new:
-            answer: dict[str, int] = json.loads(new.pop().read_text())
-            return answer
+        if new := set(out.glob(f"{prefix}-*")) - before:
+            return new.pop()
         time.sleep(0.2)
-    return {}
+    return None
+
+
+def probe(proc: subprocess.Popen[bytes] | None, out: Path, timeout: float = 60) -> dict[str, int]:
+    """What the process's allocators hold, and its RSS after malloc_trim (bench/traced_operator.py)."""
+    found = _ask(proc, out, signal.SIGUSR2, "probe", timeout)
+    answer: dict[str, int] = json.loads(found.read_text()) if found else {}
+    return answer
 
 
 def snapshot(proc: subprocess.Popen[bytes] | None, out: Path, timeout: float = 300) -> tracemalloc.Snapshot:
-    assert proc is not None
-    before = set(out.glob("snap-*.pickle"))
-    proc.send_signal(signal.SIGUSR1)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        new = set(out.glob("snap-*.pickle")) - before
-        if new:
-            return tracemalloc.Snapshot.load(str(new.pop()))
-        time.sleep(0.5)
-    raise TimeoutError(f"no snapshot in {out}")
+    found = _ask(proc, out, signal.SIGUSR1, "snap", timeout)
+    if found is None:
+        raise TimeoutError(f"no snapshot in {out}")
+    return tracemalloc.Snapshot.load(str(found))
 
 
 def report_diff(
