@@ -56,6 +56,20 @@ def parse_settings(jit: Mapping[str, Any], project_namespace: str) -> JitSetting
     )
 
 
+def admission_params(project: str, jit: Mapping[str, Any]) -> dict[str, str]:
+    """The data of the project's ``<project>-jit`` ConfigMap: the parameter of the admission policy
+    kubepam-jitaccount-rules. The operator publishes it and ``kubepam validate`` derives it offline from
+    the same function, so both judge a JitAccount against the same settings."""
+    creators = (jit.get("creators") or {}).get("groups") or []
+    return {
+        "project": project,
+        "enabled": str(bool(jit.get("enabled", False))).lower(),
+        "allowedGroups": ",".join(jit.get("allowedGroups") or []),
+        "creators": ",".join(creators),
+        "maxDuration": str(jit.get("maxDuration", "8h")),
+    }
+
+
 def account_name(spec: Mapping[str, Any]) -> str:
     explicit = spec.get("accountName")
     return explicit if isinstance(explicit, str) and explicit else f"{spec.get('owner', '')}_jit"

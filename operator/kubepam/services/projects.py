@@ -23,6 +23,7 @@ from typing import Any
 from kubepam.adapters.ca import CAKeys, decode_ring, encode_ring, new_ca, with_retirement
 from kubepam.adapters.kube import DataObjects, KubeError, SecretData, ensure_owned, owner_reference
 from kubepam.domain.conditions import rfc3339
+from kubepam.domain.jit import admission_params
 from kubepam.domain.kinds import API_VERSION
 from kubepam.domain.ownership import derived_name
 from kubepam.domain.project import ProjectSpec, plan_ca
@@ -255,14 +256,7 @@ async def publish_jit_settings(
 ) -> None:
     """The project's JIT settings as a ConfigMap: the admission policy on JitAccounts reads it as its
     parameter, so the API server itself refuses groups, durations and creators the project does not allow."""
-    creators = (jit.get("creators") or {}).get("groups") or []
-    data = {
-        "project": name.encode(),
-        "enabled": str(bool(jit.get("enabled", False))).lower().encode(),
-        "allowedGroups": ",".join(jit.get("allowedGroups") or []).encode(),
-        "creators": ",".join(creators).encode(),
-        "maxDuration": str(jit.get("maxDuration", "8h")).encode(),
-    }
+    data = {key: value.encode() for key, value in admission_params(name, jit).items()}
     owner = owner_reference(API_VERSION, "Project", name, uid)
     labels = {"kubepam.io/jit-settings": "true"}
     for _ in range(5):
