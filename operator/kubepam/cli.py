@@ -4,7 +4,7 @@ kubepam run                      run the operator (and its broker) against the c
 kubepam demo                     local control plane + install + examples + operator, in one go
 kubepam dev up|down|env          the local control plane for development and tests
 kubepam install [--examples]     apply manifests/ to the current cluster
-kubepam validate -f PATH         check manifests offline against crds/ and kubepam's rules
+kubepam validate -f PATH         check manifests offline as the API server would (schema, CEL, admission)
 kubepam plan -f PATH             show what the operator would do for manifests, changing nothing
 """
 
@@ -189,9 +189,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, *, show_plan: bool = False) -> int:
-    from kubepam.offline import check
+    from kubepam.cel import Unsupported, UserInfo
+    from kubepam.offline import DEFAULT_USER, check
 
-    findings = check([Path(p) for p in args.filename])
+    paths = [Path(p) for p in args.filename]
+    as_user, as_groups = getattr(args, "as_user", None), tuple(getattr(args, "as_group", None) or ())
+    if getattr(args, "server", False):
+        from kubepam.dryrun import impersonation, kubectl_binary, server_check
+
+        kubeconfig = ["--kubeconfig", args.kubeconfig] if args.kubeconfig else []
+        kubectl = [kubectl_binary(), *kubeconfig, *impersonation(as_user, as_groups)]
+        findings = server_check(paths, kubectl=kubectl)
+    else:
+        if as_groups and not as_user:
+            print("kubepam validate: --as-group needs --as", file=sys.stderr)
+            return 1
+        user = UserInfo(as_user, as_groups) if as_user else DEFAULT_USER
+        try:
+            findings = check(paths, user=user)
+        except Unsupported as exc:
+            print(f"kubepam validate: {exc}", file=sys.stderr)
+            return 1
     bad = 0
     for f in findings:
         if f.errors:
@@ -459,8 +477,25 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--examples", action="store_true")
     inst.set_defaults(fn=cmd_install)
 
-    val = sub.add_parser("validate", help="check manifests offline")
+    val = sub.add_parser(
+        "validate",
+        help="check manifests as the API server would on create: schema, CEL rules, admission policies "
+        "(offline, or with --server by the API server itself)",
+    )
     val.add_argument("-f", "--filename", action="append", required=True)
+    val.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USER",
+        help="judge the files as created by USER (default offline: a cluster admin, system:masters)",
+    )
+    val.add_argument("--as-group", action="append", metavar="GROUP", help="USER's groups (repeat)")
+    val.add_argument(
+        "--server",
+        action="store_true",
+        help="ask the API server instead (kubectl apply --dry-run=server, one object at a time)",
+    )
+    val.add_argument("--kubeconfig", default=None, help="with --server (default: $KUBECONFIG)")
     val.set_defaults(fn=cmd_validate)
 
     plan = sub.add_parser(

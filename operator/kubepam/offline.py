@@ -1,6 +1,9 @@
-"""Offline checks of manifests, no cluster needed: JSON-schema validation against crds/ (as
-`kubectl apply --validate=strict` would: unknown fields are errors) plus the operator's own semantic
-checks and plan. CEL rules run only in the API server; they are listed, not evaluated, here.
+"""Offline checks of manifests, no cluster needed, in the API server's order for a create:
+MutatingAdmissionPolicies (requester and groups stamped from the user), JSON-schema validation against
+crds/ (as `kubectl apply --validate=strict` would: unknown fields are errors), the CRDs' CEL rules, the
+ValidatingAdmissionPolicies of manifests/ (each project's JIT settings derived from the Projects in the
+files, as the operator publishes them), and then the operator's own semantic checks and plan. CEL runs
+in cel-python (`kubepam.cel`); `tests/e2e/test_validate_cel.py` holds it to the API server's answers.
 """
 
 from __future__ import annotations
@@ -13,8 +16,13 @@ from typing import Any
 import jsonschema
 import yaml
 
+from kubepam.cel import Admission, Resource, UserInfo, apply_defaults, crd_rule_violations
+from kubepam.domain.jit import admission_params
 from kubepam.domain.kinds import API_VERSION, GROUP
 from kubepam.domain.plans import Plan, plan_connection, plan_generic, plan_role
+
+# Whom the files are checked as, unless told otherwise: a cluster admin, as a GitOps controller usually is.
+DEFAULT_USER = UserInfo("admin", ("system:masters",))
 
 
 def crd_dir() -> Path:
@@ -41,17 +49,41 @@ def _strict(schema: Any) -> Any:
     return out
 
 
-def load_schemas(directory: Path | None = None) -> dict[str, dict[str, Any]]:
-    """kind -> JSON schema of the storage version, from crds/."""
-    schemas: dict[str, dict[str, Any]] = {}
+@dataclass(frozen=True)
+class Crd:
+    """One kind's storage version: its raw schema (defaults, CEL rules) and the strict JSON schema."""
+
+    kind: str
+    version: str
+    plural: str
+    schema: Mapping[str, Any]
+    strict: Mapping[str, Any]
+
+    @property
+    def resource(self) -> Resource:
+        return Resource(GROUP, self.version, self.kind, self.plural)
+
+
+def load_crds(directory: Path | None = None) -> dict[str, Crd]:
+    """kind -> its CRD's storage version, from crds/."""
+    crds: dict[str, Crd] = {}
     for path in sorted((directory or crd_dir()).glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
-        kind = crd["spec"]["names"]["kind"]
+        names = crd["spec"]["names"]
         version = next(v for v in crd["spec"]["versions"] if v.get("storage"))
-        schema = _strict(version["schema"]["openAPIV3Schema"])
-        schema["properties"]["metadata"] = {"type": "object"}
-        schemas[kind] = schema
-    return schemas
+        raw = version["schema"]["openAPIV3Schema"]
+        strict = _strict(raw)
+        strict["properties"]["metadata"] = {"type": "object"}
+        crds[names["kind"]] = Crd(names["kind"], version["name"], names["plural"], raw, strict)
+    return crds
+
+
+def load_admission(path: Path | None = None) -> Admission:
+    """The admission policies and bindings kubepam installs (manifests/40-admission-policies.yaml)."""
+    from kubepam.dev.cluster import repo_root
+
+    source = path or repo_root() / "manifests" / "40-admission-policies.yaml"
+    return Admission(d for d in yaml.safe_load_all(source.read_text()) if isinstance(d, Mapping))
 
 
 def iter_documents(paths: Iterable[Path]) -> Iterator[tuple[Path, Mapping[str, Any]]]:
@@ -72,30 +104,69 @@ class Finding:
     plan: Plan | None
 
 
-def check(paths: Iterable[Path], schemas: Mapping[str, Mapping[str, Any]] | None = None) -> list[Finding]:
-    schemas = schemas if schemas is not None else load_schemas()
+def jit_params(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ConfigMaps the admission policy on JitAccounts reads: those in the files, and each Project's
+    ``<project>-jit`` as the operator would publish it."""
+    params: list[dict[str, Any]] = []
+    for doc in docs:
+        meta = doc.get("metadata") or {}
+        namespace = str(meta.get("namespace", "default"))
+        if doc.get("apiVersion") == "v1" and doc.get("kind") == "ConfigMap":
+            params.append({**doc, "metadata": {**meta, "namespace": namespace}})
+        elif doc.get("apiVersion") == API_VERSION and doc.get("kind") == "Project":
+            name = str(meta.get("name", ""))
+            spec = doc.get("spec") or {}
+            params.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {
+                        "name": f"{name}-jit",
+                        "namespace": namespace,
+                        "labels": {"kubepam.io/jit-settings": "true"},
+                    },
+                    "data": admission_params(name, spec.get("jit") or {}),
+                }
+            )
+    return params
+
+
+def check(
+    paths: Iterable[Path],
+    crds: Mapping[str, Crd] | None = None,
+    *,
+    admission: Admission | None = None,
+    user: UserInfo = DEFAULT_USER,
+) -> list[Finding]:
+    """Each kubepam object in ``paths``, judged as if ``user`` created it."""
+    crds = crds if crds is not None else load_crds()
+    admission = admission if admission is not None else load_admission()
+    documents = list(iter_documents(paths))
+    params = jit_params(doc for _, doc in documents)
     findings: list[Finding] = []
-    for file, doc in iter_documents(paths):
+    for file, doc in documents:
         api = str(doc.get("apiVersion", ""))
         if not api.startswith(GROUP + "/"):
             continue
         kind = str(doc.get("kind", ""))
         meta = doc.get("metadata") or {}
         name = f"{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+        crd = crds.get(kind)
+        if crd is None:
+            findings.append(Finding(str(file), kind, name, (f"kind: unknown kind {kind!r}",), None))
+            continue
         errors: list[str] = []
         if api != API_VERSION:
             errors.append(f"apiVersion: {api} is not served; use {API_VERSION}")
-        schema = schemas.get(kind)
-        if schema is None:
-            findings.append(Finding(str(file), kind, name, (f"kind: unknown kind {kind!r}",), None))
-            continue
-        validator = jsonschema.Draft7Validator(schema)
-        for err in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
-            where = ".".join(str(p) for p in err.absolute_path) or "(root)"
-            errors.append(f"{where}: {err.message}")
+        obj, errors_so_far = _as_created(doc, crd, admission, user)
+        errors.extend(errors_so_far)
+        if not errors:
+            errors.extend(str(v) for v in crd_rule_violations(crd.schema, obj))
+        if not errors:
+            errors.extend(str(v) for v in admission.validate_create(obj, crd.resource, user, params))
         plan = None
         if not errors:
-            spec = doc.get("spec") or {}
+            spec = obj.get("spec") or {}
             ns, nm = str(meta.get("namespace", "default")), str(meta.get("name", ""))
             if kind == "WorkloadConnection":
                 plan = plan_connection(spec, doc.get("status"), None)
@@ -107,3 +178,22 @@ def check(paths: Iterable[Path], schemas: Mapping[str, Mapping[str, Any]] | None
                 errors.extend(plan.message.split("; "))
         findings.append(Finding(str(file), kind, name, tuple(errors), plan))
     return findings
+
+
+def _as_created(
+    doc: Mapping[str, Any], crd: Crd, admission: Admission, user: UserInfo
+) -> tuple[dict[str, Any], list[str]]:
+    """The object as the API server would store it (defaults, mutating admission; the status a file
+    carries is dropped on create), and what the mutations or the JSON schema refuse."""
+    meta = dict(doc.get("metadata") or {})
+    meta.setdefault("namespace", "default")
+    obj = apply_defaults(crd.schema, {**{k: v for k, v in doc.items() if k != "status"}, "metadata": meta})
+    obj, refused = admission.mutate_create(obj, crd.resource, user)
+    obj = apply_defaults(crd.schema, obj)
+    errors = [str(v) for v in refused]
+    judged = {**obj, "status": doc["status"]} if "status" in doc else obj
+    validator = jsonschema.Draft7Validator(crd.strict)
+    for err in sorted(validator.iter_errors(judged), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in err.absolute_path) or "(root)"
+        errors.append(f"{where}: {err.message}")
+    return obj, errors

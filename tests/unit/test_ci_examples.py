@@ -14,5 +14,13 @@ CI = Path(__file__).resolve().parents[2] / "deploy" / "ci"
 def test_each_ci_example_validates_plans_and_posts(name: str) -> None:
     text = (CI / name).read_text()
     assert isinstance(yaml.safe_load(text), dict)
-    for step in ("kubepam validate -f", "kubepam plan -f", "-o markdown", "--fail-on-widening", "plan.md"):
+    steps = (
+        "KUBEPAM_REPO=",
+        "kubepam validate -f",
+        "kubepam plan -f",
+        "-o markdown",
+        "--fail-on-widening",
+        "plan.md",
+    )
+    for step in steps:
         assert step in text

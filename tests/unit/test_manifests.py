@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubepam.offline import check, load_schemas
+from kubepam.offline import check, load_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = sorted((ROOT / "crds").glob("*.yaml"))
@@ -68,7 +68,7 @@ def test_every_field_is_described_and_status_is_a_subresource(path: Path) -> Non
 
 
 def test_examples_cover_every_kind_and_validate_offline() -> None:
-    findings = check([ROOT / "manifests" / "examples"], load_schemas(ROOT / "crds"))
+    findings = check([ROOT / "manifests" / "examples"], load_crds(ROOT / "crds"))
     assert {f.kind for f in findings} == KINDS
     assert [f for f in findings if f.errors] == []
 
@@ -93,7 +93,7 @@ def test_offline_validation_reports_unknown_fields_and_bad_enums(tmp_path: Path)
             ]
         )
     )
-    findings = check([bad], load_schemas(ROOT / "crds"))
+    findings = check([bad], load_crds(ROOT / "crds"))
     errors = [e for f in findings for e in f.errors]
     assert any("spec: Additional properties are not allowed ('audience'" in e for e in errors), errors
     assert any(e.startswith("spec.os: 'plan9' is not one of") for e in errors), errors
