@@ -111,6 +111,12 @@ def shorten(o: list[dict[str, Any]]) -> None:
     named(o, "AccessPolicy", "sre")["spec"]["rules"][0]["checkoutDuration"] = "10m"
 
 
+def override_past_the_policy(o: list[dict[str, Any]]) -> None:
+    """A rule's checkoutDuration overrides the CheckoutPolicy's maximum (as the CRD says and the operator
+    grants), even when longer."""
+    named(o, "AccessPolicy", "sre")["spec"]["rules"][0]["checkoutDuration"] = "2h"
+
+
 def delete_policy(o: list[dict[str, Any]]) -> None:
     o.remove(named(o, "AccessPolicy", "sre"))
 
@@ -155,6 +161,12 @@ CASES: list[tuple[str, Callable[[list[dict[str, Any]]], None], list[str], list[b
         shorten,
         ["~ group sre -> checkout team-a/payments/payments_admin: max 20m -> 10m"],
         [False],
+    ),
+    (
+        "override past the policy maximum",
+        override_past_the_policy,
+        ["~ group sre -> checkout team-a/payments/payments_admin: max 20m -> 2h"],
+        [True],
     ),
     (
         "delete a policy",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from kubepam.domain.checkout import CheckoutPolicySpec, parse_checkout_policy
+from kubepam.domain.checkout import CheckoutPolicySpec, checkout_duration, parse_checkout_policy
 from kubepam.domain.durations import format_duration, parse_duration
 from kubepam.domain.errors import SpecError
 from kubepam.domain.jit import parse_settings
@@ -203,9 +203,8 @@ def grants(objs: Objects, extra_principals: Iterable[Principal] = ()) -> set[Gra
                 if not decision.allowed:
                     continue
                 if checkout_policy is not None and checkout_policy.covers(account_name):
-                    limit = checkout_policy.max_duration
-                    if decision.checkout_duration is not None:
-                        limit = min(limit, decision.checkout_duration)
+                    # the longest checkout the operator grants: the rule's override, else the policy's maximum
+                    limit = checkout_duration(None, checkout_policy.max_duration, decision.checkout_duration)
                     rule = decision.grant
                     elevation = "no"
                     if rule is not None and rule.elevation_allowed and checkout_policy.privileged_groups:
