@@ -366,3 +366,43 @@ def test_a_postgresql_role_kubepam_did_not_create_is_never_adopted(
         assert time.monotonic() < deadline
         time.sleep(0.3)
     assert pg.can_login("dba_jit", "the-dbas-own")  # still there, untouched
+
+
+def test_an_account_is_taken_away_after_its_project_is_gone(plane: ControlPlane, env: LocalPostgres) -> None:
+    """What a window granted is recorded in status.grant before it is granted, so deleting the account
+    removes its bindings and ServiceAccount even when the Project (its JIT settings) was deleted first."""
+    project = {
+        "jit": {
+            "enabled": True,
+            "allowedGroups": ["view"],
+            "creators": {"groups": ["kubepam:users"]},
+            "maxDuration": "2h",
+            "namespaces": [ELSEWHERE],
+        }
+    }
+    apply(plane, "devops", obj("Project", "gone", project))
+    assert (
+        wait_for(plane, "admin", "configmap/gone-jit", "jsonpath={.data.maxDuration}=2h", NS).returncode == 0
+    )
+    apply(plane, "bob", obj("JitAccount", "bob", jit_spec(owner="bob", project="gone", duration="1h")))
+    active = wait_phase(plane, "bob", "Active")
+    assert active["grant"] == {"backend": "kubernetes", "namespaces": [ELSEWHERE], "groups": ["view"]}
+    token = secret_data(plane, "bob", active["secretName"])["token"]
+    assert can(plane, token, "list", "pods", ELSEWHERE) == "yes"
+
+    def grants() -> list[str]:
+        bindings = kubectl_json(plane, "admin", "get", "rolebindings", "-n", ELSEWHERE)["items"]
+        return [
+            b["metadata"]["name"]
+            for b in bindings
+            if b["metadata"]["name"].startswith("kubepam-jitgrant-bob")
+        ]
+
+    assert len(grants()) == 1
+    plane.kubectl("admin", "delete", "project", "gone", "-n", NS, "--wait=true")
+    deleted = plane.kubectl("secadmin", "delete", "jitaccount", "bob", "-n", NS, "--timeout=60s", check=False)
+    assert deleted.returncode == 0, deleted.stderr
+    assert grants() == []  # removed by the finalizer, before the object went away
+    sa = plane.kubectl("admin", "get", "serviceaccount", "bob-jit", "-n", NS, check=False)
+    assert sa.returncode != 0 and "NotFound" in sa.stderr
+    assert can(plane, token, "list", "pods", ELSEWHERE) != "yes"

@@ -3,10 +3,12 @@ re-enabling, bounded history."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from kubepam.domain import jit
 from kubepam.domain.errors import SpecError
 from kubepam.domain.jit import (
     HISTORY_MAX,
@@ -139,3 +141,44 @@ def test_reenabling_takes_a_new_reason_and_history_is_bounded() -> None:
     assert not same_reason_again(history, "CHG-2", "Disabled")
     long = with_history([{"reason": str(i)} for i in range(HISTORY_MAX)], {"reason": "new"})
     assert len(long) == HISTORY_MAX and long[-1]["reason"] == "new" and long[0]["reason"] == "1"
+
+
+K8S = jit.JitSettings(True, "kubernetes", ("view", "edit"), frozenset(), timedelta(hours=2), ("apps",), None)
+
+
+@pytest.mark.parametrize(
+    ("current", "grant", "namespaces", "groups"),
+    [
+        (K8S, None, ("apps",), ("view", "edit")),  # nothing recorded: the project's settings
+        (None, None, None, None),  # neither: nothing says how
+        (None, {"backend": "kubernetes", "namespaces": ["old"], "groups": ["view"]}, ("old",), ("view",)),
+        (
+            K8S,
+            {"backend": "kubernetes", "namespaces": ["old"], "groups": ["admin"]},
+            ("apps", "old"),
+            ("view", "edit", "admin"),
+        ),
+        (None, {"backend": "postgresql", "namespaces": [], "groups": ["app_reader"]}, None, None),
+    ],
+    ids=["settings-only", "nothing", "project-gone", "settings-changed", "postgresql-project-gone"],
+)
+def test_what_is_taken_away_is_what_was_granted(
+    current: jit.JitSettings | None,
+    grant: dict[str, Any] | None,
+    namespaces: tuple[str, ...] | None,
+    groups: tuple[str, ...] | None,
+) -> None:
+    removal = jit.removal_settings(current, grant)
+    assert (removal.namespaces if removal else None) == namespaces
+    assert (removal.allowed_groups if removal else None) == groups
+
+
+def test_the_grant_record_keeps_what_an_earlier_window_left() -> None:
+    first = jit.grant_record(K8S, ["edit"])
+    assert first == {"backend": "kubernetes", "namespaces": ["apps"], "groups": ["edit"]}
+    moved = jit.JitSettings(True, "kubernetes", ("view",), frozenset(), timedelta(hours=2), ("new",), None)
+    assert jit.grant_record(moved, ["view"], first) == {
+        "backend": "kubernetes",
+        "namespaces": ["new", "apps"],
+        "groups": ["view", "edit"],
+    }

@@ -70,6 +70,51 @@ def admission_params(project: str, jit: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def grant_record(
+    settings: JitSettings, groups: Sequence[str], previous: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the account may hold once this window is granted, recorded in status.grant before the
+    operator grants it, so that it can be taken away even after the Project's JIT settings change or
+    the Project is gone: this window's groups and namespaces, plus an earlier window's record in the same
+    backend (a binding in a namespace the project no longer lists is still there to remove)."""
+    namespaces, held = list(settings.namespaces), list(groups)
+    if previous and previous.get("backend") == settings.backend:
+        namespaces += [str(n) for n in previous.get("namespaces") or ()]
+        held += [str(g) for g in previous.get("groups") or ()]
+    return {
+        "backend": settings.backend,
+        "namespaces": list(dict.fromkeys(namespaces)),
+        "groups": list(dict.fromkeys(held)),
+    }
+
+
+def removal_settings(current: JitSettings | None, grant: Mapping[str, Any] | None) -> JitSettings | None:
+    """The settings to disable or remove an account with: the current ones widened by what was recorded
+    as granted (bindings in a namespace the project no longer lists, groups it no longer allows). None
+    when nothing says how: no current settings and no record, or a PostgreSQL grant whose server
+    settings are gone with the Project."""
+    if not grant:
+        return current
+    backend = str(grant.get("backend") or "kubernetes")
+    namespaces = tuple(str(n) for n in grant.get("namespaces") or ())
+    groups = tuple(str(g) for g in grant.get("groups") or ())
+    if current is None:
+        if backend != "kubernetes":
+            return None
+        return JitSettings(False, backend, groups, frozenset(), timedelta(0), namespaces, None)
+    if current.backend != backend:
+        return current
+    return JitSettings(
+        current.enabled,
+        current.backend,
+        tuple(dict.fromkeys(current.allowed_groups + groups)),
+        current.creator_groups,
+        current.max_duration,
+        tuple(dict.fromkeys(current.namespaces + namespaces)),
+        current.postgresql,
+    )
+
+
 def account_name(spec: Mapping[str, Any]) -> str:
     explicit = spec.get("accountName")
     return explicit if isinstance(explicit, str) and explicit else f"{spec.get('owner', '')}_jit"

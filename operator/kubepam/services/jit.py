@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets as random
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from kubepam.adapters import postgres
@@ -32,6 +32,7 @@ from kubepam.services.scheduler import Scheduler
 
 log = logging.getLogger("kubepam.jit")
 PLURAL = "jitaccounts"
+DISABLE_RETRY_SECONDS = 60  # a window over whose backend cannot be reached yet: try again this often
 CHANGED_BY = "kubepam.io/changed-by"
 CHANGED_BY_GROUPS = "kubepam.io/changed-by-groups"
 
@@ -114,12 +115,26 @@ class JitService(ObjectReconciler):
     async def _record_failure(self, obj: dict[str, Any], message: str, attempts: int, delay: float) -> None:
         await self._write(obj, {"message": f"retrying in {delay:.0f}s (attempt {attempts}): {message}"})
 
+    def _removal(self, obj: Mapping[str, Any]) -> tuple[jit.JitSettings | None, str]:
+        """How to take the account away: the project's settings widened by the recorded grant."""
+        settings, problem = self._settings(obj)
+        return jit.removal_settings(settings, (obj.get("status") or {}).get("grant")), problem
+
     async def remove(self, obj: Mapping[str, Any]) -> None:
         """The JitAccount is being deleted: take the account out of its backend (finalizer)."""
-        settings, _ = self._settings(obj)
+        settings, problem = self._removal(obj)
         account = jit.account_name(obj["spec"])
         if settings is not None:
             await self._disable(obj, settings, account, drop=True)
+        elif (obj.get("status") or {}).get("phase") == "Active":
+            # Not held up forever (a finalizer that never ends blocks the namespace): the credential
+            # lapses at the window's end on its own (VALID UNTIL, the token's expiry); say what is left.
+            await self._events.emit(
+                obj,
+                "LeftInBackend",
+                f"{account} could not be removed from its backend: {problem}",
+                warning=True,
+            )
         self.forget(obj["metadata"]["namespace"], obj["metadata"]["name"])
         await self._events.emit(
             obj,
@@ -187,6 +202,9 @@ class JitService(ObjectReconciler):
             assert settings is not None
             start = now.replace(microsecond=0)  # status keeps whole seconds: so does the deadline
             window = jit.Window(start, (start + request.duration).replace(microsecond=0))
+            grant = jit.grant_record(settings, request.groups, status.get("grant"))
+            if status.get("grant") != grant:  # intent first: what is granted can always be taken away
+                await self._write(obj, {"grant": grant})
             secret = await self._enable(obj, settings, request, window)
             entry = {
                 "by": actor or request.owner,
@@ -205,6 +223,7 @@ class JitService(ObjectReconciler):
                     "secretName": secret,
                     "activatedGeneration": generation,
                     "history": jit.with_history(history, entry),
+                    "grant": grant,
                     "message": f"enabled until {rfc3339(window.end)} with {', '.join(request.groups)}",
                 },
             )
@@ -226,9 +245,16 @@ class JitService(ObjectReconciler):
             return
         if phase == "Active":
             expires = _ts(status.get("expiresAt"))
-            if expires is not None and now >= expires and settings is not None:
+            removal, problem = self._removal(obj)
+            if expires is not None and now >= expires and removal is None:
+                # The window is over but nothing says how to reach the backend: keep trying, and say so.
+                message = f"window ended at {rfc3339(expires)}; cannot disable the account yet: {problem}"
+                if status.get("message") != message:
+                    await self._write(obj, {"message": message})
+                self.wake(meta["namespace"], meta["name"], now + timedelta(seconds=DISABLE_RETRY_SECONDS))
+            elif expires is not None and now >= expires and removal is not None:
                 account = str(status.get("accountName") or jit.account_name(spec))
-                await self._disable(obj, settings, account, drop=False)
+                await self._disable(obj, removal, account, drop=False)
                 await self._write(
                     obj,
                     {
