@@ -240,10 +240,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         files = plan.load_files(paths)
         live_wanted = plan.kubeconfig_present(os.environ) if args.live is None else args.live
         live = plan.read_live() if live_wanted else None
+        requests = plan.read_live(kinds=plan.REQUEST_KINDS) if live_wanted else []
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"kubepam plan: {exc}", file=sys.stderr)
         return plan.ERROR
-    result = plan.plan(files, live, prune=args.prune)
+    result = plan.plan(files, live, prune=args.prune, requests=requests)
     print(plan.render(result, args.output))
     return result.code(args.fail_on_widening)
 

@@ -5,7 +5,9 @@ offline. After = before with the files overlaid as ``kubectl apply`` would (same
 name replaced; with ``prune``, live objects of the access kinds in the files' namespaces that the files
 do not contain are removed). Status is never taken from a file: a live object keeps its own (a
 WorkloadConnection's phase is a security admin's decision, not the file's). The access diff comes
-from ``domain/access.py``, i.e. from the operator's own decision functions. Exit codes as
+from ``domain/access.py``, i.e. from the operator's own decision functions; what the operator then
+creates, updates or deletes, and which live checkouts and JIT accounts keep their access, from
+``effects.py``. Exit codes as
 ``terraform plan -detailed-exitcode``: 0 no change, 2 changes, 1 error; 3 with ``fail_on_widening``
 when any change widens access.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 from kubepam.domain.access import Change, access_diff
 from kubepam.domain.kinds import GROUP
+from kubepam.effects import Effect, effects
 from kubepam.offline import iter_documents
 
 KINDS = {
@@ -31,6 +34,8 @@ KINDS = {
     "WorkloadConnection": "workloadconnections",
     "WorkloadRole": "workloadroles",
 }
+# Live grants a change may reach (read with --live; never taken from files).
+REQUEST_KINDS = {"Checkout": "checkouts", "JitAccount": "jitaccounts"}
 NO_CHANGE, ERROR, CHANGES, WIDENING = 0, 1, 2, 3
 
 Key = tuple[str, str, str]
@@ -49,10 +54,11 @@ def load_files(paths: Sequence[Path]) -> list[dict[str, Any]]:
     ]
 
 
-def read_live(kubectl: str = "kubectl") -> list[dict[str, Any]]:
-    """The live objects of every kind the access model reads, with the caller's credentials."""
+def read_live(kubectl: str = "kubectl", kinds: Mapping[str, str] = KINDS) -> list[dict[str, Any]]:
+    """The live objects of ``kinds`` (by default every kind the access model reads), with the caller's
+    credentials."""
     found: list[dict[str, Any]] = []
-    for kind, plural in KINDS.items():
+    for kind, plural in kinds.items():
         run = subprocess.run(
             [kubectl, "get", f"{plural}.{GROUP}", "-A", "-o", "json"],
             capture_output=True,
@@ -92,41 +98,44 @@ class PlanResult:
     created: list[Key]
     deleted: list[Key]
     live: bool
+    effects: list[Effect]
 
     def code(self, fail_on_widening: bool) -> int:
         if fail_on_widening and any(c.widening for c in self.changes):
             return WIDENING
-        return CHANGES if self.changes or self.created or self.deleted else NO_CHANGE
+        acts = any(e.changes_something for e in self.effects)
+        return CHANGES if self.changes or self.created or self.deleted or acts else NO_CHANGE
 
 
 def plan(
-    files: Sequence[Mapping[str, Any]], live: Sequence[Mapping[str, Any]] | None, prune: bool = False
+    files: Sequence[Mapping[str, Any]],
+    live: Sequence[Mapping[str, Any]] | None,
+    prune: bool = False,
+    requests: Sequence[Mapping[str, Any]] = (),
 ) -> PlanResult:
+    """``requests``: the live Checkouts and JitAccounts, to name the grants a change leaves in place."""
     before = list(live or [])
     after = overlay(before, files, prune)
     keys_before, keys_after = {_key(o) for o in before}, {_key(o) for o in after}
+    changes = access_diff(before, after)
     return PlanResult(
-        access_diff(before, after),
+        changes,
         sorted(keys_after - keys_before),
         sorted(keys_before - keys_after),
         live is not None,
+        effects(before, after, changes, requests),
     )
 
 
 def _action_lines(result: PlanResult) -> list[str]:
     lines = []
     for kind, ns, name in result.created:
-        extra = {
-            "Project": ": the operator creates its CA key Secret kubepam-ca-keys-"
-            + name
-            + "-<uid> and CA ConfigMap",
-            "WorkloadConnection": ": stays Draft until a security admin promotes it",
-        }.get(kind, "")
+        extra = {"WorkloadConnection": ": stays Draft until a security admin promotes it"}.get(kind, "")
         lines.append(f"+ create {kind} {ns}/{name}{extra}")
     for kind, ns, name in result.deleted:
         extra = {
-            "Project": ": its CA keys, checkouts and JIT accounts stop working",
-            "CheckoutPolicy": ": live checkouts of its accounts end at their next step",
+            "Project": ": its certificates, checkouts and JIT accounts can no longer be requested",
+            "CheckoutPolicy": ": its accounts can no longer be checked out",
         }.get(kind, "")
         lines.append(f"- delete {kind} {ns}/{name}{extra}")
     return lines
@@ -155,11 +164,16 @@ def render(result: PlanResult, output: str) -> str:
                 ],
                 "created": [list(k) for k in result.created],
                 "deleted": [list(k) for k in result.deleted],
+                "operator": [
+                    {"change": e.sign, "kind": e.kind, "namespace": e.namespace, "name": e.name, "why": e.why}
+                    for e in result.effects
+                ],
             },
             indent=2,
         )
     access = [c.line() + ("   (widening)" if c.widening else "") for c in result.changes]
     actions = _action_lines(result)
+    operator = [e.line() for e in result.effects]
     source = "against the live cluster" if result.live else "offline (nothing is live)"
     if output == "markdown":
         widening = sum(c.widening for c in result.changes)
@@ -168,10 +182,15 @@ def render(result: PlanResult, output: str) -> str:
         out += ["", "```diff", *(access or ["(no access change)"]), "```", ""]
         if actions:
             out += ["Objects:", "", "```diff", *actions, "```"]
+        if operator:
+            note = "The operator (`=`: live access the change leaves in place):"
+            out += ["", note, "", "```diff", *operator, "```"]
         return "\n".join(out)
     out = [f"access ({source}):", *(f"  {line}" for line in access or ["(no access change)"])]
     if actions:
         out += ["objects:", *(f"  {line}" for line in actions)]
+    if operator:
+        out += ["operator:", *(f"  {line}" for line in operator)]
     return "\n".join(out)
 
 

@@ -109,4 +109,7 @@ def test_the_plan_says_what_the_cluster_then_grants(
         attempt += 1
         phase = ssh_phase(plane, f"after-{attempt}", "db-1")
     assert phase == "Issued"
-    assert run_plan(plane, tmp_path) == (0, {"live": True, "access": [], "created": [], "deleted": []})
+    assert run_plan(plane, tmp_path) == (
+        0,
+        {"live": True, "access": [], "created": [], "deleted": [], "operator": []},
+    )
