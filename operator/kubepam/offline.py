@@ -104,18 +104,25 @@ class Finding:
     plan: Plan | None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def jit_params(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The ConfigMaps the admission policy on JitAccounts reads: those in the files, and each Project's
     ``<project>-jit`` as the operator would publish it."""
     params: list[dict[str, Any]] = []
     for doc in docs:
-        meta = doc.get("metadata") or {}
+        meta = _mapping(doc.get("metadata"))
         namespace = str(meta.get("namespace", "default"))
         if doc.get("apiVersion") == "v1" and doc.get("kind") == "ConfigMap":
             params.append({**doc, "metadata": {**meta, "namespace": namespace}})
         elif doc.get("apiVersion") == API_VERSION and doc.get("kind") == "Project":
             name = str(meta.get("name", ""))
-            spec = doc.get("spec") or {}
+            try:
+                data = admission_params(name, _mapping(_mapping(doc.get("spec")).get("jit")))
+            except (AttributeError, TypeError):
+                continue  # a malformed Project: its own schema errors say why; the operator publishes nothing
             params.append(
                 {
                     "apiVersion": "v1",
@@ -125,7 +132,7 @@ def jit_params(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                         "namespace": namespace,
                         "labels": {"kubepam.io/jit-settings": "true"},
                     },
-                    "data": admission_params(name, spec.get("jit") or {}),
+                    "data": data,
                 }
             )
     return params
@@ -149,8 +156,11 @@ def check(
         if not api.startswith(GROUP + "/"):
             continue
         kind = str(doc.get("kind", ""))
-        meta = doc.get("metadata") or {}
+        meta = _mapping(doc.get("metadata"))
         name = f"{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+        if not isinstance(doc.get("metadata"), Mapping):
+            findings.append(Finding(str(file), kind, name, ("metadata: must be an object",), None))
+            continue
         crd = crds.get(kind)
         if crd is None:
             findings.append(Finding(str(file), kind, name, (f"kind: unknown kind {kind!r}",), None))

@@ -191,3 +191,29 @@ def test_validate_as_a_user_and_its_errors(tmp_path: Path, capsys: pytest.Captur
     assert "Project ns/p: valid" in out
     assert main(["validate", "-f", str(tmp_path), "--as-group", "kubepam:users"]) == 1
     assert "--as-group needs --as" in capsys.readouterr().err
+
+
+def test_malformed_documents_get_errors_not_a_traceback(tmp_path: Path) -> None:
+    api = "kubepam.io/v1alpha1"
+    docs = [
+        {
+            "apiVersion": api,
+            "kind": "Project",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"jit": "yes"},
+        },
+        {
+            "apiVersion": api,
+            "kind": "Project",
+            "metadata": {"name": "q"},
+            "spec": {"jit": {"creators": ["x"]}},
+        },
+        {"apiVersion": api, "kind": "Checkout", "metadata": {"name": "c"}, "spec": "everything"},
+        {"apiVersion": api, "kind": "JitAccount", "metadata": "j", "spec": {}},
+        jit(groups="view", duration=5),
+    ]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump_all(docs))
+    from kubepam.offline import check
+
+    findings = check([tmp_path])
+    assert len(findings) == 5 and all(f.errors for f in findings), findings
