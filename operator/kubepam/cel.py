@@ -183,7 +183,7 @@ def _walk_rules(schema: Mapping[str, Any], value: Any, path: str, found: list[Vi
         failure = _failure(evaluate(expression, {"self": to_cel(value)}), expression)
         if failure is None:
             continue
-        message = failure or _rule_message(rule, value, expression)
+        message = failure or _message(rule, {"self": to_cel(value)}, f"failed rule: {expression}")
         where = path + str(rule.get("fieldPath") or "")
         found.append(Violation(where or "<nil>", f"Invalid value: {_shown(value)}{message}"))
     if isinstance(value, dict):
@@ -200,12 +200,14 @@ def _walk_rules(schema: Mapping[str, Any], value: Any, path: str, found: list[Vi
             _walk_rules(schema["items"], item, f"{path}[{index}]", found)
 
 
-def _rule_message(rule: Mapping[str, Any], value: Any, expression: str) -> str:
-    if "messageExpression" in rule:
-        text = evaluate(str(rule["messageExpression"]), {"self": to_cel(value)})
+def _message(item: Mapping[str, Any], activation: Mapping[str, Any], fallback: str) -> str:
+    """A failed rule's or validation's message: its messageExpression when that gives a non-empty
+    string, else its message, else the API server's default."""
+    if "messageExpression" in item:
+        text = evaluate(str(item["messageExpression"]), activation)
         if isinstance(text, str) and text.strip():
-            return str(text)
-    return str(rule.get("message") or f"failed rule: {expression}")
+            return text
+    return str(item.get("message") or fallback)
 
 
 # --- admission policies -----------------------------------------------------------------------------
@@ -338,11 +340,8 @@ class Admission:
                     failure = _failure(evaluate(expression, activation), expression)
                     if failure is None:
                         continue
-                    if not failure and "messageExpression" in check:
-                        text = evaluate(str(check["messageExpression"]), activation)
-                        if isinstance(text, str) and text.strip():
-                            failure = str(text)
-                    problems.append(self._denied(bound, failure or str(check.get("message") or "")))
+                    message = failure or _message(check, activation, f"failed expression: {expression}")
+                    problems.append(self._denied(bound, message))
         return problems
 
     @staticmethod

@@ -20,13 +20,12 @@ from typing import Any
 from kubepam.domain.access import Change
 from kubepam.domain.durations import format_duration
 from kubepam.domain.errors import SpecError
-from kubepam.domain.jit import admission_params
+from kubepam.domain.jit import admission_params, settings_configmap_name
 from kubepam.domain.project import ProjectSpec, parse_project
 from kubepam.services.projects import (
     ca_configmap_name,
     ca_secret_name,
     enrollment_secret_name,
-    jit_configmap_name,
 )
 
 Key = tuple[str, str, str]
@@ -48,7 +47,8 @@ class Effect:
         return self.sign != "="
 
 
-def _key(obj: Mapping[str, Any]) -> Key:
+def object_key(obj: Mapping[str, Any]) -> Key:
+    """kind, namespace, name: how `kubectl apply` matches a file's object to a live one."""
     meta = obj.get("metadata") or {}
     return str(obj.get("kind")), str(meta.get("namespace") or "default"), str(meta.get("name") or "")
 
@@ -72,10 +72,10 @@ def _uid(*objs: Mapping[str, Any] | None) -> str:
 
 def project_effects(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[Effect]:
     """What the operator creates, updates or lets go for one Project going from ``before`` to ``after``."""
-    _, ns, name = _key(after or before or {})
+    _, ns, name = object_key(after or before or {})
     uid = _uid(before, after)
     old, new = _project(before), _project(after)
-    keys, ca_map, jit_map = ca_secret_name(name, uid), ca_configmap_name(name), jit_configmap_name(name)
+    keys, ca_map, jit_map = ca_secret_name(name, uid), ca_configmap_name(name), settings_configmap_name(name)
     enroll = enrollment_secret_name(name, uid)
     out: list[Effect] = []
     if after is None:
@@ -147,13 +147,13 @@ def live_effects(
 ) -> list[Effect]:
     """The Active checkouts and JIT accounts a narrowing change reaches: they keep their access until
     their own expiry (the operator judges new requests, not granted ones)."""
-    old = {_key(o): o for o in before}
-    new = {_key(o): o for o in after}
+    old = {object_key(o): o for o in before}
+    new = {object_key(o): o for o in after}
     narrowed = {(c.target.kind, c.target.namespace, c.target.name) for c in changes if not c.widening}
     out: list[Effect] = []
     for obj in requests:
         status, spec = obj.get("status") or {}, obj.get("spec") or {}
-        kind, ns, name = _key(obj)
+        kind, ns, name = object_key(obj)
         project = str(spec.get("project", ""))
         gone_project = ("Project", ns, project) in old and ("Project", ns, project) not in new
         if status.get("phase") != "Active":
@@ -204,8 +204,8 @@ def effects(
     requests: Sequence[Mapping[str, Any]] = (),
 ) -> list[Effect]:
     """Every effect of going from ``before`` to ``after`` (the access kinds), with the live requests."""
-    old = {_key(o): o for o in before if o.get("kind") == "Project"}
-    new = {_key(o): o for o in after if o.get("kind") == "Project"}
+    old = {object_key(o): o for o in before if o.get("kind") == "Project"}
+    new = {object_key(o): o for o in after if o.get("kind") == "Project"}
     out: list[Effect] = []
     for key in sorted(set(old) | set(new)):
         out += project_effects(old.get(key), new.get(key))

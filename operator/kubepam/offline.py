@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from kubepam.cel import Admission, Resource, UserInfo, apply_defaults, crd_rule_violations
-from kubepam.domain.jit import admission_params
+from kubepam.domain.jit import SETTINGS_LABEL, admission_params, settings_configmap_name
 from kubepam.domain.kinds import API_VERSION, GROUP
 from kubepam.domain.plans import Plan, plan_connection, plan_generic, plan_role
 
@@ -128,9 +128,9 @@ def jit_params(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
                     "metadata": {
-                        "name": f"{name}-jit",
+                        "name": settings_configmap_name(name),
                         "namespace": namespace,
-                        "labels": {"kubepam.io/jit-settings": "true"},
+                        "labels": {SETTINGS_LABEL: "true"},
                     },
                     "data": data,
                 }

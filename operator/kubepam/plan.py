@@ -23,7 +23,7 @@ from typing import Any
 
 from kubepam.domain.access import Change, access_diff
 from kubepam.domain.kinds import GROUP
-from kubepam.effects import Effect, effects
+from kubepam.effects import Effect, Key, effects, object_key
 from kubepam.offline import iter_documents
 
 KINDS = {
@@ -37,13 +37,6 @@ KINDS = {
 # Live grants a change may reach (read with --live; never taken from files).
 REQUEST_KINDS = {"Checkout": "checkouts", "JitAccount": "jitaccounts"}
 NO_CHANGE, ERROR, CHANGES, WIDENING = 0, 1, 2, 3
-
-Key = tuple[str, str, str]
-
-
-def _key(obj: Mapping[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return str(obj.get("kind")), str(meta.get("namespace") or "default"), str(meta.get("name") or "")
 
 
 def load_files(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -77,16 +70,16 @@ def overlay(
     live: Sequence[Mapping[str, Any]], files: Sequence[Mapping[str, Any]], prune: bool
 ) -> list[dict[str, Any]]:
     """``kubectl apply`` of the files over the live objects (status kept from the live object)."""
-    result = {_key(o): dict(o) for o in live}
+    result = {object_key(o): dict(o) for o in live}
     for doc in files:
-        current = result.get(_key(doc))
+        current = result.get(object_key(doc))
         merged = {k: v for k, v in doc.items() if k != "status"}  # status is the server's, never a file's
         if current is not None and "status" in current:
             merged["status"] = current["status"]
-        result[_key(doc)] = merged
+        result[object_key(doc)] = merged
     if prune:  # every kind the access model reads, in the namespaces the files write to
-        namespaces = {k[1] for k in map(_key, files)}
-        wanted = set(map(_key, files))
+        namespaces = {k[1] for k in map(object_key, files)}
+        wanted = set(map(object_key, files))
         for key in [k for k in result if k[1] in namespaces and k not in wanted]:
             del result[key]
     return list(result.values())
@@ -116,7 +109,7 @@ def plan(
     """``requests``: the live Checkouts and JitAccounts, to name the grants a change leaves in place."""
     before = list(live or [])
     after = overlay(before, files, prune)
-    keys_before, keys_after = {_key(o) for o in before}, {_key(o) for o in after}
+    keys_before, keys_after = {object_key(o) for o in before}, {object_key(o) for o in after}
     changes = access_diff(before, after)
     return PlanResult(
         changes,

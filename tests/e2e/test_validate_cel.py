@@ -180,7 +180,7 @@ def offline(identity: str, doc: dict[str, Any], directory: Path) -> tuple[str, .
     person = next(i for i in IDENTITIES if i.name == identity)
     (directory / "projects.yaml").write_text(yaml.safe_dump_all(PROJECTS))
     (directory / "case.yaml").write_text(json.dumps(doc))
-    findings = [f for f in check([directory], user=UserInfo(person.username, person.groups))]
+    findings = check([directory], user=UserInfo(person.username, person.groups))
     (mine,) = [f for f in findings if f.name == f"{NS}/{doc['metadata']['name']}"]
     return mine.errors
 

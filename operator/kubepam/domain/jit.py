@@ -56,6 +56,13 @@ def parse_settings(jit: Mapping[str, Any], project_namespace: str) -> JitSetting
     )
 
 
+SETTINGS_LABEL = "kubepam.io/jit-settings"  # the admission policy's paramRef selects on it
+
+
+def settings_configmap_name(project: str) -> str:
+    return f"{project}-jit"
+
+
 def admission_params(project: str, jit: Mapping[str, Any]) -> dict[str, str]:
     """The data of the project's ``<project>-jit`` ConfigMap: the parameter of the admission policy
     kubepam-jitaccount-rules. The operator publishes it and ``kubepam validate`` derives it offline from

@@ -245,7 +245,7 @@ class JitService(ObjectReconciler):
             return
         if phase == "Active":
             expires = _ts(status.get("expiresAt"))
-            removal, problem = self._removal(obj)
+            removal = jit.removal_settings(settings, status.get("grant"))
             if expires is not None and now >= expires and removal is None:
                 # The window is over but nothing says how to reach the backend: keep trying, and say so.
                 message = f"window ended at {rfc3339(expires)}; cannot disable the account yet: {problem}"

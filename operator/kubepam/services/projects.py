@@ -23,7 +23,7 @@ from typing import Any
 from kubepam.adapters.ca import CAKeys, decode_ring, encode_ring, new_ca, with_retirement
 from kubepam.adapters.kube import DataObjects, KubeError, SecretData, ensure_owned, owner_reference
 from kubepam.domain.conditions import rfc3339
-from kubepam.domain.jit import admission_params
+from kubepam.domain.jit import SETTINGS_LABEL, admission_params, settings_configmap_name
 from kubepam.domain.kinds import API_VERSION
 from kubepam.domain.ownership import derived_name
 from kubepam.domain.project import ProjectSpec, plan_ca
@@ -247,10 +247,6 @@ class EnrollmentTokens:
         return hmac.compare_digest(stored.data["token"], token.encode())
 
 
-def jit_configmap_name(project: str) -> str:
-    return f"{project}-jit"
-
-
 async def publish_jit_settings(
     configmaps: DataStore, namespace: str, name: str, uid: str, jit: Mapping[str, Any]
 ) -> None:
@@ -258,17 +254,19 @@ async def publish_jit_settings(
     parameter, so the API server itself refuses groups, durations and creators the project does not allow."""
     data = {key: value.encode() for key, value in admission_params(name, jit).items()}
     owner = owner_reference(API_VERSION, "Project", name, uid)
-    labels = {"kubepam.io/jit-settings": "true"}
+    labels = {SETTINGS_LABEL: "true"}
     for _ in range(5):
-        current = await configmaps.get(namespace, jit_configmap_name(name))
+        current = await configmaps.get(namespace, settings_configmap_name(name))
         if current is not None and current.data == data and current.owned_by(uid):
             return
         try:
             if current is None:
-                await configmaps.create(namespace, jit_configmap_name(name), data, labels=labels, owner=owner)
+                await configmaps.create(
+                    namespace, settings_configmap_name(name), data, labels=labels, owner=owner
+                )
             else:
                 await configmaps.replace(
-                    namespace, jit_configmap_name(name), data, current, owner, labels=labels
+                    namespace, settings_configmap_name(name), data, current, owner, labels=labels
                 )
             return
         except KubeError as exc:
