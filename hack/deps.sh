@@ -1,11 +1,14 @@
 # shellcheck shell=bash
 # Sourced by hack/test.sh: install the Debian packages the tests run for real (OpenSSH server and client,
-# PostgreSQL, openssl) when they are missing, or say the exact command when this user cannot install.
+# PostgreSQL, openssl, Chromium and its WebDriver for the console's browser tests) when they are missing,
+# or say the exact command when this user cannot install.
 need=()
 command -v sshd >/dev/null || [[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 command -v openssl >/dev/null || need+=(openssl)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || need+=(chromium-driver)
 if ((${#need[@]})); then
   echo "installing Debian packages: ${need[*]}" >&2
   if [[ $(id -u) -eq 0 ]]; then

@@ -4,6 +4,7 @@ kubepam run                      run the operator (and its broker) against the c
 kubepam demo                     local control plane + install + examples + operator, in one go
 kubepam dev up|down|env          the local control plane for development and tests
 kubepam install [--examples]     apply manifests/ to the current cluster
+kubepam console                  the web console: people sign in with their own Kubernetes token
 kubepam validate -f PATH         check manifests offline as the API server would (schema, CEL, admission)
 kubepam plan -f PATH             show what the operator would do for manifests, changing nothing
 """
@@ -40,6 +41,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(SETTINGS.log_level)
     memory.limit_arenas(SETTINGS.malloc_arenas)  # before any thread pool starts
     return asyncio.run(serve())
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+    import dataclasses
+
+    from kubepam.console.app import app_from_settings, cluster_of, start
+    from kubepam.settings import Settings
+
+    settings = Settings()
+    overrides = {k: v for k, v in (("console_host", args.host), ("console_port", args.port)) if v}
+    settings = dataclasses.replace(settings, **overrides)
+    _setup_logging(settings.log_level)
+    server, ca_file, ca_data = cluster_of(args.kubeconfig) if args.kubeconfig else ("", "", "")
+    try:
+        app = app_from_settings(settings, api_server=server, ca_file=ca_file, ca_data=ca_data)
+    except (ValueError, OSError) as exc:
+        print(f"kubepam console: {exc}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        runner = await start(app, settings)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -276,7 +308,7 @@ def cmd_workload(args: argparse.Namespace) -> int:
     try:
         if args.action == "explain":
             report = broker.validate(args.broker, args.connection, subject)
-            print(json.dumps(report, indent=2) if args.json else render_report(report))
+            print(json.dumps(report, indent=2) if args.json else broker.render_report(report))
             return 0 if report.get("verdict") == "valid" else 1
         answer = broker.exchange(args.broker, args.connection, subject)
     except broker.BrokerError as exc:
@@ -293,35 +325,6 @@ def cmd_workload(args: argparse.Namespace) -> int:
     else:
         print(answer["access_token"])
     return 0
-
-
-def render_report(report: dict[str, Any]) -> str:
-    mark = {True: "+", False: "-"}
-    lines = [f"connection {report['connection']} ({report['phase']}): token {report['verdict']}"]
-    if report.get("error"):
-        lines.append(f"  {report['error']['error']}: {report['error']['error_description']}")
-    if report.get("trace"):
-        lines.append("  connection conditions:")
-        lines += [
-            f"    {mark[r['matched']]} {r['claim']} {r['operator']} {r['expected']}  "
-            f"(token: {r['actual']}; {r['reason']})"
-            for r in report["trace"]
-        ]
-    for role in report.get("roles", []):
-        lines.append(
-            f"  role {role['role']}: {'MATCH' if role['matched'] else 'no match'} - {role['reason']}"
-        )
-        for i, block in enumerate(role["blocks"]):
-            lines.append(f"    block {i}:")
-            lines += [
-                f"      {mark[r['matched']]} {r['claim']} {r['operator']} {r['expected']}  "
-                f"(token: {r['actual']})"
-                for r in block
-            ]
-    if report.get("note"):
-        lines.append(f"  note: {report['note']}")
-    lines.append(f"  would issue: {'yes' if report.get('wouldIssue') else 'no'}")
-    return "\n".join(lines)
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
@@ -472,6 +475,24 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--examples", action="store_true", help="also apply manifests/examples/")
     dev.add_argument("--identity", default="admin", help="for env: whose kubeconfig")
     dev.set_defaults(fn=cmd_dev)
+
+    console = sub.add_parser(
+        "console",
+        help="serve the web console (people sign in with their own Kubernetes token)",
+    )
+    console.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG"),
+        help="take the API server and its CA from this kubeconfig (never its credentials); "
+        "default in a pod: the in-cluster API server",
+    )
+    console.add_argument(
+        "--host", default=None, help="listen address (default $KUBEPAM_CONSOLE_HOST or 127.0.0.1)"
+    )
+    console.add_argument(
+        "--port", type=int, default=None, help="port (default $KUBEPAM_CONSOLE_PORT or 8443)"
+    )
+    console.set_defaults(fn=cmd_console)
 
     inst = sub.add_parser("install", help="apply manifests/ to the current cluster")
     inst.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))

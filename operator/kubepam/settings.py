@@ -19,6 +19,11 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _in_cluster_api_server() -> str:
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    return f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}" if host else ""
+
+
 def _duration(name: str, default: str) -> timedelta:
     return parse_duration(_env(name, default))
 
@@ -91,6 +96,49 @@ class Settings:
     lease_duration: timedelta = field(default_factory=lambda: _duration("KUBEPAM_LEASE_DURATION", "15s"))
     renew_deadline: timedelta = field(default_factory=lambda: _duration("KUBEPAM_RENEW_DEADLINE", "10s"))
     retry_period: timedelta = field(default_factory=lambda: _duration("KUBEPAM_RETRY_PERIOD", "2s"))
+    # KUBEPAM_CONSOLE: "true" also serves the web console from the operator process (`kubepam run`).
+    console: bool = field(
+        default_factory=lambda: _env("KUBEPAM_CONSOLE", "false").lower() in ("1", "true", "yes")
+    )
+    # KUBEPAM_CONSOLE_HOST / KUBEPAM_CONSOLE_PORT: where the console listens.
+    console_host: str = field(default_factory=lambda: _env("KUBEPAM_CONSOLE_HOST", "127.0.0.1"))
+    console_port: int = field(default_factory=lambda: int(_env("KUBEPAM_CONSOLE_PORT", "8443")))
+    # KUBEPAM_CONSOLE_TLS_CERT / _KEY: serve the console over HTTPS (then cookies are Secure and HSTS is
+    # sent); without them it serves HTTP for an ingress or mesh that terminates TLS.
+    console_tls_cert: str = field(default_factory=lambda: _env("KUBEPAM_CONSOLE_TLS_CERT", ""))
+    console_tls_key: str = field(default_factory=lambda: _env("KUBEPAM_CONSOLE_TLS_KEY", ""))
+    # KUBEPAM_CONSOLE_SECURE_COOKIES: "true" marks cookies Secure behind a TLS-terminating proxy.
+    console_secure_cookies: bool = field(
+        default_factory=lambda: (
+            _env("KUBEPAM_CONSOLE_SECURE_COOKIES", "false").lower() in ("1", "true", "yes")
+        )
+    )
+    # KUBEPAM_CONSOLE_API_SERVER / _CA_FILE: the API server people's tokens go to, and the CA that
+    # signed its certificate (in a pod: the in-cluster service and the ServiceAccount's ca.crt).
+    console_api_server: str = field(
+        default_factory=lambda: _env(
+            "KUBEPAM_CONSOLE_API_SERVER",
+            _in_cluster_api_server(),
+        )
+    )
+    console_ca_file: str = field(
+        default_factory=lambda: _env(
+            "KUBEPAM_CONSOLE_CA_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+        )
+    )
+    # KUBEPAM_CONSOLE_SESSION_KEY_FILE: secret material the session cookies are sealed with; replicas
+    # that share it share sessions (empty: a random key per process, sessions end at restart).
+    console_session_key_file: str = field(
+        default_factory=lambda: _env("KUBEPAM_CONSOLE_SESSION_KEY_FILE", "")
+    )
+    # KUBEPAM_CONSOLE_SESSION_TTL: how long a sign-in lasts (the token's own expiry may end it sooner).
+    console_session_ttl: timedelta = field(
+        default_factory=lambda: _duration("KUBEPAM_CONSOLE_SESSION_TTL", "8h")
+    )
+    # KUBEPAM_CONSOLE_BROKER: the broker URL the explain page sends pasted tokens to.
+    console_broker: str = field(
+        default_factory=lambda: _env("KUBEPAM_CONSOLE_BROKER", "http://127.0.0.1:8080")
+    )
     # KUBEPAM_LOG_LEVEL: DEBUG, INFO, WARNING.
     log_level: str = field(default_factory=lambda: _env("KUBEPAM_LOG_LEVEL", "INFO"))
 

@@ -334,3 +334,49 @@ def test_chart_grants_and_enforces_exactly_what_manifests_do(plane: ControlPlane
         if d and d["kind"] in ("ClusterRole", "Role")
     }
     assert from_chart == from_manifests
+
+
+def test_chart_console_holds_no_authority(plane: ControlPlane) -> None:
+    """console.enabled: its own Deployment with no ServiceAccount token mounted and no RBAC of its own (the
+    cluster CA comes from kube-root-ca.crt); console.inOperator: the operator's pods serve it too; both
+    share one session-key Secret."""
+    rendered = subprocess.run(
+        [
+            str(plane.bin_dir / "helm"),
+            "template",
+            "kubepam",
+            str(ROOT / "charts" / "kubepam"),
+            "-n",
+            "kubepam-system",
+            "--kube-version",
+            "1.36.3",
+            "--set",
+            "console.enabled=true",
+            "--set",
+            "console.inOperator=true",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    sa = by[("ServiceAccount", "kubepam-console")]
+    assert sa["automountServiceAccountToken"] is False
+    pod = by[("Deployment", "kubepam-console")]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["containers"][0]["args"] == ["console"]
+    assert {"name": "kube-ca", "configMap": {"name": "kube-root-ca.crt"}} in pod["volumes"]
+    bound = [
+        s
+        for d in docs
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        for s in d.get("subjects") or []
+        if "console" in s.get("name", "")
+    ]
+    assert bound == [], "the console is granted nothing"
+    assert by[("Secret", "kubepam-console-session")]["data"]["session-key"]
+    operator = by[("Deployment", "kubepam-operator")]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["KUBEPAM_CONSOLE"] == "true" and env["KUBEPAM_CONSOLE_SESSION_KEY_FILE"]
+    assert any(p["name"] == "console" for p in operator["ports"])

@@ -39,3 +39,47 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "kubepam.serviceAccoun
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The console's settings, the same in its own Deployment and in the operator's pods. */}}
+{{- define "kubepam.consoleEnv" -}}
+- name: KUBEPAM_CONSOLE_HOST
+  value: 0.0.0.0
+- name: KUBEPAM_CONSOLE_PORT
+  value: {{ .Values.console.port | quote }}
+- name: KUBEPAM_CONSOLE_SESSION_TTL
+  value: {{ .Values.console.sessionTTL | quote }}
+- name: KUBEPAM_CONSOLE_SESSION_KEY_FILE
+  value: /etc/kubepam/console-session/session-key
+- name: KUBEPAM_CONSOLE_BROKER
+  value: {{ printf "http%s://%s-broker.%s.svc" (ternary "s" "" (not (empty .Values.broker.tls.secretName))) (include "kubepam.fullname" .) .Release.Namespace | quote }}
+- name: KUBEPAM_CONSOLE_SECURE_COOKIES
+  value: {{ .Values.console.secureCookies | quote }}
+{{- if .Values.console.tls.secretName }}
+- name: KUBEPAM_CONSOLE_TLS_CERT
+  value: /etc/kubepam/console-tls/tls.crt
+- name: KUBEPAM_CONSOLE_TLS_KEY
+  value: /etc/kubepam/console-tls/tls.key
+{{- end }}
+{{- end -}}
+
+{{- define "kubepam.consoleMounts" -}}
+- name: console-session
+  mountPath: /etc/kubepam/console-session
+  readOnly: true
+{{- if .Values.console.tls.secretName }}
+- name: console-tls
+  mountPath: /etc/kubepam/console-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "kubepam.consoleVolumes" -}}
+- name: console-session
+  secret:
+    secretName: {{ default (printf "%s-console-session" (include "kubepam.fullname" .)) .Values.console.sessionKeySecret }}
+{{- if .Values.console.tls.secretName }}
+- name: console-tls
+  secret:
+    secretName: {{ .Values.console.tls.secretName }}
+{{- end }}
+{{- end -}}

@@ -59,3 +59,32 @@ def exchange(broker: str, connection: str, subject_token: str) -> dict[str, Any]
 
 def validate(broker: str, connection: str, subject_token: str) -> dict[str, Any]:
     return post_form(broker, "/v1/token/validate", exchange_fields(connection, subject_token))
+
+
+def render_report(report: dict[str, Any]) -> str:
+    mark = {True: "+", False: "-"}
+    lines = [f"connection {report['connection']} ({report['phase']}): token {report['verdict']}"]
+    if report.get("error"):
+        lines.append(f"  {report['error']['error']}: {report['error']['error_description']}")
+    if report.get("trace"):
+        lines.append("  connection conditions:")
+        lines += [
+            f"    {mark[r['matched']]} {r['claim']} {r['operator']} {r['expected']}  "
+            f"(token: {r['actual']}; {r['reason']})"
+            for r in report["trace"]
+        ]
+    for role in report.get("roles", []):
+        lines.append(
+            f"  role {role['role']}: {'MATCH' if role['matched'] else 'no match'} - {role['reason']}"
+        )
+        for i, block in enumerate(role["blocks"]):
+            lines.append(f"    block {i}:")
+            lines += [
+                f"      {mark[r['matched']]} {r['claim']} {r['operator']} {r['expected']}  "
+                f"(token: {r['actual']})"
+                for r in block
+            ]
+    if report.get("note"):
+        lines.append(f"  note: {report['note']}")
+    lines.append(f"  would issue: {'yes' if report.get('wouldIssue') else 'no'}")
+    return "\n".join(lines)

@@ -83,8 +83,9 @@ def install(kubectl: Kubectl, *, examples: bool = False, requester: Kubectl | No
 
 def apply_examples(kubectl: Kubectl, directory: Path, requester: Kubectl) -> None:
     """examples/ as an admin; examples/requests/ (certificate requests, checkouts) as the person asking,
-    because the API server stamps the requester from whoever creates them."""
-    run(kubectl, "apply", "--server-side", "-f", str(directory), retry_for=60)
+    because the API server stamps the requester from whoever creates them. The examples are the demo's
+    own: a re-run takes them back from an earlier hand edit (--force-conflicts), rather than failing."""
+    run(kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(directory), retry_for=60)
     wait_for_admission_policies(kubectl)
     run(requester, "apply", "--server-side", "-f", str(directory / "requests"), retry_for=60)
 

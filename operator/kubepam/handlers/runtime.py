@@ -68,6 +68,7 @@ class Runtime:
     started: datetime
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broker: web.AppRunner | None = None
+    console: web.AppRunner | None = None  # the web console, when KUBEPAM_CONSOLE=true
     elector: Any = None  # handlers/process.py sets it: who leads, for /readyz and `kubepam status`
 
 
@@ -168,6 +169,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     rt.tasks.append(asyncio.create_task(rt.scheduler.run(), name="kubepam scheduler"))
     schedule_key_maintenance(rt)
     rt.broker = await start_broker(rt)
+    if SETTINGS.console:
+        from kubepam.console.app import app_from_settings
+        from kubepam.console.app import start as start_console
+
+        rt.console = await start_console(app_from_settings(SETTINGS), SETTINGS)
     memo.runtime = rt
     log.info("kubepam operator started; broker on %s:%s", SETTINGS.broker_host, SETTINGS.broker_port)
 
@@ -179,6 +185,8 @@ async def cleanup(memo: Any, **_: Any) -> None:
         return
     if rt.broker is not None:
         await rt.broker.cleanup()
+    if rt.console is not None:
+        await rt.console.cleanup()
     for task in rt.tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,817 @@
+"""The console's pages and actions. Each handler reads the session, makes its Kubernetes calls with the
+person's own token (so RBAC and the admission policies decide, as for kubectl), and renders a Jinja2
+template; an action answers with a redirect and a one-time notice. A page or button a person may not
+use is not offered, and if forced, the API server refuses it and the refusal is shown verbatim."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import json
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from kubepam.client.broker import exchange_fields, render_report
+from kubepam.console.kube import Kube, KubeError, Person
+from kubepam.console.security import RateLimit
+from kubepam.console.sessions import COOKIE, LOGIN_COOKIE, Sealer, Session
+from kubepam.domain import history as hist
+from kubepam.domain import verdicts
+from kubepam.domain.checkout import FINAL, judge_approval, object_name, parse_checkout_policy
+from kubepam.domain.durations import format_duration, parse_duration
+from kubepam.domain.errors import SpecError
+from kubepam.domain.jit import ADMIN_GROUPS
+from kubepam.domain.policy import Capability, Request, Subject, evaluate
+
+log = logging.getLogger("kubepam.console")
+
+FLASH = "kubepam_flash"
+DURATIONS = ("5m", "10m", "15m", "20m", "30m", "45m", "1h", "2h", "4h", "8h", "12h", "24h")
+REVEALABLE = {"checkouts": "Checkout", "jitaccounts": "JitAccount"}
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+@dataclass
+class Console:
+    kube: Kube
+    sealer: Sealer
+    templates: jinja2.Environment
+    limiter: RateLimit
+    broker: str
+    secure_cookies: bool
+    clock: Callable[[], datetime]
+
+
+CONSOLE = web.AppKey("console", Console)
+
+
+# -- plumbing ---------------------------------------------------------------------------------------
+
+
+def _console(request: web.Request) -> Console:
+    return request.app[CONSOLE]
+
+
+def _cookie(console: Console, response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=console.secure_cookies,
+    )
+
+
+def session_of(request: web.Request) -> Session:
+    session = _console(request).sealer.session(request.cookies.get(COOKIE))
+    if session is None:
+        raise web.HTTPSeeOther("/login")
+    return session
+
+
+async def form_of(request: web.Request, session: Session) -> Mapping[str, str]:
+    """A POST's fields, after its CSRF token matched the session's."""
+    data = await request.post()
+    fields = {k: v for k, v in data.items() if isinstance(v, str)}
+    if not session.valid_csrf(fields.get("csrf", "")):
+        raise web.HTTPForbidden(
+            text="the form's CSRF token is missing or wrong: reload the page and try again"
+        )
+    return fields
+
+
+def _name(value: str, what: str) -> str:
+    if not _NAME.match(value or ""):
+        raise web.HTTPBadRequest(text=f"{what}: not a valid Kubernetes name")
+    return value
+
+
+def back(console: Console, location: str, message: str, level: str = "ok") -> web.HTTPSeeOther:
+    response = web.HTTPSeeOther(location)
+    _cookie(console, response, FLASH, console.sealer.seal({"m": message[:600], "l": level}), 60)
+    return response
+
+
+async def render(request: web.Request, session: Session | None, template: str, **ctx: Any) -> web.Response:
+    console = _console(request)
+    flash = console.sealer.open(request.cookies.get(FLASH)) if session is not None else None
+    caps = await capabilities(console, session) if session is not None else {}
+    html = console.templates.get_template(template).render(
+        me=session, caps=caps, flash=flash, now=console.clock(), path=request.path, **ctx
+    )
+    response = web.Response(text=html, content_type="text/html")
+    if flash is not None:
+        response.del_cookie(FLASH, path="/")
+    return response
+
+
+async def capabilities(console: Console, session: Session) -> dict[str, bool]:
+    """Which pages and buttons to offer: the API server's own answers (SelfSubjectAccessReview)."""
+    token = session.token
+    approve, patch_checkouts, promote = await asyncio.gather(
+        console.kube.can(token, "patch", "checkouts", subresource="status"),
+        console.kube.can(token, "patch", "checkouts"),
+        console.kube.can(token, "patch", "workloadconnections", subresource="status"),
+    )
+    admin = bool(set(session.groups) & ADMIN_GROUPS)
+    return {"approve": approve, "force": admin and patch_checkouts, "promote": promote}
+
+
+def guarded(
+    fn: Callable[[web.Request, Session], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Every page and action: a session first; a revoked or expired token ends it."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        session = session_of(request)
+        try:
+            return await fn(request, session)
+        except KubeError as exc:
+            if exc.status == 401:
+                response = web.HTTPSeeOther("/login")
+                response.del_cookie(COOKIE, path="/")
+                raise response from None
+            if request.method == "POST":
+                raise back(_console(request), home_of(request.path), exc.message, "error") from None
+            return await render(request, session, "error.html", status=exc.status, message=exc.message)
+
+    return handler
+
+
+def home_of(path: str) -> str:
+    """The page an action belongs to (where its outcome is shown); never a location from the request."""
+    first = path.strip("/").split("/", 1)[0]
+    return (
+        f"/{first}" if first in ("approvals", "accounts", "connections", "request", "history") else "/access"
+    )
+
+
+def _mine(obj: Mapping[str, Any], who: str, field: str) -> bool:
+    return (obj.get("spec") or {}).get(field) == who
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+def _by_ns(objs: list[dict[str, Any]], ns: str) -> list[dict[str, Any]]:
+    return [o for o in objs if (o.get("metadata") or {}).get("namespace") == ns]
+
+
+def _project(projects: list[dict[str, Any]], ns: str, name: str) -> dict[str, Any] | None:
+    return next((p for p in projects if _key(p) == (ns, name)), None)
+
+
+@dataclass
+class World:
+    """What the person can read of kubepam, in one round of concurrent calls."""
+
+    projects: list[dict[str, Any]]
+    checkout_policies: list[dict[str, Any]]
+    access: list[dict[str, Any]]
+    checkouts: list[dict[str, Any]]
+    jit: list[dict[str, Any]]
+
+
+async def world(console: Console, token: str) -> World:
+    lists = await asyncio.gather(
+        *(
+            console.kube.list_or_empty(token, plural)
+            for plural in ("projects", "checkoutpolicies", "accesspolicies", "checkouts", "jitaccounts")
+        )
+    )
+    return World(*lists)
+
+
+def checkout_verdict(
+    w: World, person: Person, ns: str, project: str, account: str, **kw: Any
+) -> verdicts.Verdict:
+    return verdicts.checkout_verdict(
+        namespace=ns,
+        project=_project(w.projects, ns, project),
+        checkout_policies=_by_ns(w.checkout_policies, ns),
+        access=_by_ns(w.access, ns),
+        checkouts=w.checkouts,
+        username=person.username,
+        groups=person.groups,
+        account=account,
+        **kw,
+    )
+
+
+def person_of(session: Session) -> Person:
+    return Person(session.username, frozenset(session.groups))
+
+
+# -- sign-in ----------------------------------------------------------------------------------------
+
+
+async def login_page(request: web.Request) -> web.Response:
+    console = _console(request)
+    state = console.sealer.open(request.cookies.get(LOGIN_COOKIE)) or {}
+    csrf = str(state.get("c") or secrets.token_urlsafe(24))
+    response = await render(
+        request, None, "login.html", csrf=csrf, error=request.query.get("error", "") == "1"
+    )
+    _cookie(console, response, LOGIN_COOKIE, console.sealer.seal({"c": csrf}), 600)
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    console = _console(request)
+    remote = request.remote or "unknown"
+    if console.limiter.blocked(remote):
+        raise web.HTTPTooManyRequests(text="too many failed sign-ins from this address: wait a minute")
+    state = console.sealer.open(request.cookies.get(LOGIN_COOKIE)) or {}
+    data = await request.post()
+    submitted, token = str(data.get("csrf", "")), str(data.get("token", "")).strip()
+    if not state.get("c") or submitted != state["c"]:
+        raise web.HTTPForbidden(text="the sign-in form's CSRF token is missing or wrong: reload the page")
+    if not token or len(token) > 8192 or any(c.isspace() for c in token):
+        console.limiter.failed(remote)
+        raise web.HTTPSeeOther("/login?error=1")
+    try:
+        who = await console.kube.whoami(token)
+    except KubeError as exc:
+        if exc.status in (401, 403):
+            console.limiter.failed(remote)
+        log.info("sign-in refused from %s: HTTP %s", remote, exc.status)  # never the token
+        raise web.HTTPSeeOther("/login?error=1") from None
+    log.info("%s signed in from %s", who.username, remote)
+    response = web.HTTPSeeOther("/access")
+    _cookie(
+        console,
+        response,
+        COOKIE,
+        console.sealer.new_session(token, who.username, tuple(sorted(who.groups))),
+        int(console.sealer.ttl.total_seconds()),
+    )
+    response.del_cookie(LOGIN_COOKIE, path="/")
+    raise response
+
+
+@guarded
+async def logout(request: web.Request, session: Session) -> web.StreamResponse:
+    await form_of(request, session)
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(COOKIE, path="/")
+    raise response
+
+
+# -- 1. my access -----------------------------------------------------------------------------------
+
+
+@guarded
+async def my_access(request: web.Request, session: Session) -> web.Response:
+    console, token, me = _console(request), session.token, session.username
+    w, ssh, x509 = await asyncio.gather(
+        world(console, token),
+        console.kube.list_or_empty(token, "sshcertificaterequests"),
+        console.kube.list_or_empty(token, "x509certificaterequests"),
+    )
+    person = person_of(session)
+    checkouts = []
+    for obj in w.checkouts:
+        status = obj.get("status") or {}
+        if not _mine(obj, me, "requester") or status.get("phase") in FINAL:
+            continue
+        ns, _ = _key(obj)
+        spec = obj["spec"]
+        verdict = checkout_verdict(
+            w, person, ns, spec["project"], spec["account"], duration="", elevate=False, now=console.clock()
+        )
+        maximum = parse_duration(verdict.maximum) if verdict.maximum else None
+        current = _span(status.get("grantedAt"), status.get("expiresAt"))
+        extend = [  # longer than now, never past the maximum (the operator caps it there too)
+            d
+            for d in DURATIONS
+            if maximum is not None and current is not None and current < parse_duration(d) <= maximum
+        ]
+        checkouts.append({"obj": obj, "maximum": verdict.maximum, "extend": extend})
+    jit = [o for o in w.jit if _mine(o, me, "owner")]
+    certs = [
+        {"kind": kind, "obj": o}
+        for kind, objs in (("SSH", ssh), ("X.509", x509))
+        for o in objs
+        if _mine(o, me, "requester")
+    ]
+    return await render(request, session, "access.html", checkouts=checkouts, jit=jit, certs=certs)
+
+
+async def _owned_checkout(console: Console, session: Session, ns: str, name: str) -> dict[str, Any]:
+    obj = await console.kube.get(session.token, "checkouts", ns, name)
+    if not _mine(obj, session.username, "requester"):
+        raise KubeError(403, f"checkout {ns}/{name} is not yours")
+    return obj
+
+
+@guarded
+async def checkin(request: web.Request, session: Session) -> web.StreamResponse:
+    console = _console(request)
+    await form_of(request, session)
+    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    await console.kube.patch(session.token, "checkouts", ns, name, {"spec": {"checkin": {"requested": True}}})
+    raise back(console, "/access", f"checkout {ns}/{name}: check-in requested")
+
+
+@guarded
+async def extend(request: web.Request, session: Session) -> web.StreamResponse:
+    console = _console(request)
+    fields = await form_of(request, session)
+    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    duration = fields.get("duration", "")
+    try:
+        parse_duration(duration)
+    except ValueError as exc:
+        raise back(console, "/access", f"duration: {exc}", "error") from None
+    await console.kube.patch(session.token, "checkouts", ns, name, {"spec": {"duration": duration}})
+    raise back(console, "/access", f"checkout {ns}/{name}: extension to {duration} from its start requested")
+
+
+@guarded
+async def elevate(request: web.Request, session: Session) -> web.StreamResponse:
+    console = _console(request)
+    fields = await form_of(request, session)
+    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    reason = fields.get("reason", "").strip()
+    if len(reason) < 3:
+        raise back(console, "/access", "elevation: a reason is required", "error")
+    await console.kube.patch(
+        session.token, "checkouts", ns, name, {"spec": {"elevation": {"requested": True, "reason": reason}}}
+    )
+    raise back(console, "/access", f"checkout {ns}/{name}: elevation requested")
+
+
+@guarded
+async def reveal(request: web.Request, session: Session) -> web.StreamResponse:
+    """A credential, shown once in answer to a click (a POST: never in a URL, never cached)."""
+    console = _console(request)
+    await form_of(request, session)
+    plural = request.match_info["kind"]
+    if plural not in REVEALABLE:
+        raise web.HTTPNotFound()
+    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "name")
+    obj = await console.kube.get(session.token, plural, ns, name)
+    field = "requester" if plural == "checkouts" else "owner"
+    status = obj.get("status") or {}
+    if (
+        not _mine(obj, session.username, field)
+        or status.get("phase") != "Active"
+        or not status.get("secretName")
+    ):
+        raise back(
+            console, "/access", f"{REVEALABLE[plural]} {ns}/{name} has no credential for you now", "error"
+        )
+    secret = await console.kube.secret(session.token, ns, str(status["secretName"]))
+    values = {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.get("data") or {}).items()}
+    log.info("%s revealed the credential of %s %s/%s", session.username, REVEALABLE[plural], ns, name)
+    return await render(request, session, "reveal.html", kind=REVEALABLE[plural], obj=obj, values=values)
+
+
+# -- 2. request -------------------------------------------------------------------------------------
+
+
+def _choices(w: World) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    accounts, jit_projects = [], []
+    for p in w.projects:
+        ns, name = _key(p)
+        spec = p.get("spec") or {}
+        for a in spec.get("sharedAccounts") or []:
+            accounts.append(
+                {
+                    "value": f"{ns}/{name}/{a.get('name')}",
+                    "label": f"{a.get('name')} ({ns}/{name})",
+                    "description": str(a.get("description") or ""),
+                }
+            )
+        j = spec.get("jit") or {}
+        if j.get("enabled"):
+            jit_projects.append(
+                {
+                    "value": f"{ns}/{name}",
+                    "groups": list(j.get("allowedGroups") or []),
+                    "max": str(j.get("maxDuration", "8h")),
+                }
+            )
+    return accounts, jit_projects
+
+
+@guarded
+async def request_page(request: web.Request, session: Session) -> web.Response:
+    w = await world(_console(request), session.token)
+    accounts, jit_projects = _choices(w)
+    return await render(
+        request,
+        session,
+        "request.html",
+        accounts=accounts,
+        jit_projects=jit_projects,
+        form={},
+        verdict=None,
+        server=None,
+    )
+
+
+def _checkout_body(
+    session: Session, ns: str, project: str, account: str, fields: Mapping[str, str]
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "project": project,
+        "account": account,
+        "reason": fields.get("reason", "").strip(),
+        "requester": session.username,  # stamped by the API server from the caller whatever is sent
+    }
+    if fields.get("duration"):
+        spec["duration"] = fields["duration"].strip()
+    if fields.get("elevate"):
+        spec["elevation"] = {"requested": True, "reason": fields.get("elevation_reason", "").strip()}
+    return {
+        "apiVersion": "kubepam.io/v1alpha1",
+        "kind": "Checkout",
+        "metadata": {"generateName": f"{account.replace('_', '-')}-", "namespace": ns},
+        "spec": spec,
+    }
+
+
+def _split(value: str, parts: int) -> list[str]:
+    pieces = value.split("/")
+    if len(pieces) != parts or not all(pieces):
+        raise web.HTTPBadRequest(text="pick one from the list")
+    return pieces
+
+
+@guarded
+async def request_checkout(request: web.Request, session: Session) -> web.StreamResponse:
+    console = _console(request)
+    fields = await form_of(request, session)
+    ns, project, account = _split(fields.get("target", ""), 3)
+    body = _checkout_body(session, _name(ns, "namespace"), project, account, fields)
+    if fields.get("action") != "submit":
+        w = await world(console, session.token)
+        verdict = checkout_verdict(
+            w,
+            person_of(session),
+            ns,
+            project,
+            account,
+            duration=fields.get("duration", ""),
+            elevate=bool(fields.get("elevate")),
+            now=console.clock(),
+        )
+        server = await _dry_run(console, session, "checkouts", ns, body)
+        accounts, jit_projects = _choices(w)
+        return await render(
+            request,
+            session,
+            "request.html",
+            accounts=accounts,
+            jit_projects=jit_projects,
+            form=dict(fields, kind="checkout"),
+            verdict=verdict,
+            server=server,
+        )
+    created = await console.kube.create(session.token, "checkouts", ns, body)
+    raise back(
+        console, "/access", f"checkout {ns}/{created['metadata']['name']} created: see its phase below"
+    )
+
+
+async def _dry_run(
+    console: Console, session: Session, plural: str, ns: str, body: Mapping[str, Any], name: str = ""
+) -> str:
+    """The API server's own verdict (RBAC and admission), persisting nothing."""
+    try:
+        if name:
+            await console.kube.patch(session.token, plural, ns, name, {"spec": body["spec"]}, dry_run=True)
+        else:
+            await console.kube.create(session.token, plural, ns, body, dry_run=True)
+    except KubeError as exc:
+        if exc.status == 401:
+            raise
+        return exc.message
+    return ""
+
+
+@guarded
+async def request_jit(request: web.Request, session: Session) -> web.StreamResponse:
+    console = _console(request)
+    data = await request.post()
+    fields = {k: v for k, v in data.items() if isinstance(v, str)}
+    if not session.valid_csrf(fields.get("csrf", "")):
+        raise web.HTTPForbidden(
+            text="the form's CSRF token is missing or wrong: reload the page and try again"
+        )
+    groups = [g for g in data.getall("groups", []) if isinstance(g, str)]
+    ns, project = _split(fields.get("project", ""), 2)
+    _name(ns, "namespace")
+    spec = {
+        "project": project,
+        "owner": session.username,
+        "groups": groups,
+        "reason": fields.get("reason", "").strip(),
+        "duration": fields.get("duration", "").strip(),
+    }
+    name = object_name(session.username) if not _NAME.match(session.username) else session.username
+    w = await world(console, session.token)
+    existing = next((o for o in w.jit if _key(o) == (ns, name)), None)
+    body = {
+        "apiVersion": "kubepam.io/v1alpha1",
+        "kind": "JitAccount",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+    if fields.get("action") != "submit":
+        verdict = verdicts.jit_verdict(
+            namespace=ns,
+            project=_project(w.projects, ns, project),
+            spec=spec,
+            username=session.username,
+            groups=frozenset(session.groups),
+            existing=existing,
+        )
+        server = await _dry_run(console, session, "jitaccounts", ns, body, name if existing else "")
+        accounts, jit_projects = _choices(w)
+        return await render(
+            request,
+            session,
+            "request.html",
+            accounts=accounts,
+            jit_projects=jit_projects,
+            form=dict(fields, kind="jit", groups=groups),
+            verdict=verdict,
+            server=server,
+        )
+    if existing is not None:
+        await console.kube.patch(session.token, "jitaccounts", ns, name, {"spec": spec})
+        raise back(console, "/access", f"JIT account {ns}/{name}: re-enable requested")
+    await console.kube.create(session.token, "jitaccounts", ns, body)
+    raise back(console, "/access", f"JIT account {ns}/{name} requested")
+
+
+# -- 3. approvals -----------------------------------------------------------------------------------
+
+
+def _span(start: Any, end: Any) -> timedelta | None:
+    try:
+        return datetime.fromisoformat(str(end).replace("Z", "+00:00")) - datetime.fromisoformat(
+            str(start).replace("Z", "+00:00")
+        )
+    except ValueError:
+        return None
+
+
+def _age(since: str, now: datetime) -> str:
+    try:
+        start = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    return format_duration(now - start) or "0s"
+
+
+def may_decide(w: World, session: Session, obj: Mapping[str, Any]) -> tuple[bool, str]:
+    """Would an approval by this person be accepted (the operator's `judge_approval`)?"""
+    ns, _ = _key(obj)
+    spec = obj.get("spec") or {}
+    policy = None
+    for p in _by_ns(w.checkout_policies, ns):
+        try:
+            candidate = parse_checkout_policy(p.get("spec") or {})
+        except SpecError:
+            continue
+        if candidate.project == spec.get("project") and candidate.covers(str(spec.get("account"))):
+            policy = candidate
+    if policy is None:
+        return False, "no CheckoutPolicy covers this account"
+    decision = evaluate(
+        verdicts.access_policies(_by_ns(w.access, ns)),
+        Subject(str(spec.get("requester")), frozenset(spec.get("groups") or [])),
+        Request(ns, str(spec.get("project")), Capability.CHECKOUT, account=str(spec.get("account"))),
+    )
+    rule = decision.grant
+    outcome, note = judge_approval(
+        decision="Approved",
+        approver=session.username,
+        approver_groups=frozenset(session.groups),
+        requester=str(spec.get("requester")),
+        policy=policy,
+        rule_users=rule.approver_users if rule else frozenset(),
+        rule_groups=rule.approver_groups if rule else frozenset(),
+    )
+    return outcome is not None, note
+
+
+@guarded
+async def approvals(request: web.Request, session: Session) -> web.Response:
+    console = _console(request)
+    w = await world(console, session.token)
+    caps = await capabilities(console, session)
+    rows = []
+    for obj in w.checkouts:
+        status = obj.get("status") or {}
+        if (status.get("elevation") or {}).get("state") != "PENDING":
+            continue
+        decidable, why = (
+            may_decide(w, session, obj) if caps["approve"] else (False, "you are not an approver")
+        )
+        rows.append(
+            {
+                "obj": obj,
+                "own": _mine(obj, session.username, "requester"),
+                "decidable": decidable,
+                "why": why,
+                "age": _age(
+                    str(status.get("grantedAt") or obj["metadata"].get("creationTimestamp", "")),
+                    console.clock(),
+                ),
+            }
+        )
+    return await render(request, session, "approvals.html", rows=rows)
+
+
+@guarded
+async def decide(request: web.Request, session: Session) -> web.StreamResponse:
+    console = _console(request)
+    fields = await form_of(request, session)
+    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    decision = {"approve": "Approved", "deny": "Denied"}.get(fields.get("decision", ""))
+    if decision is None:
+        raise web.HTTPBadRequest(text="decision: approve or deny")
+    comment = fields.get("comment", "").strip()
+    approval = {"decision": decision, "reason": comment, "approver": session.username}
+    await console.kube.patch(
+        session.token, "checkouts", ns, name, {"status": {"approval": approval}}, subresource="status"
+    )
+    raise back(console, "/approvals", f"elevation of {ns}/{name}: {decision.lower()}")
+
+
+# -- 4. shared accounts -----------------------------------------------------------------------------
+
+
+@guarded
+async def accounts(request: web.Request, session: Session) -> web.Response:
+    console = _console(request)
+    w = await world(console, session.token)
+    rows = []
+    for p in sorted(w.projects, key=_key):
+        ns, project = _key(p)
+        for a in (p.get("spec") or {}).get("sharedAccounts") or []:
+            name = str(a.get("name"))
+            held = verdicts.holder_of(w.checkouts, ns, project, name)
+            mine = [
+                o
+                for o in w.checkouts
+                if _key(o)[0] == ns
+                and (o.get("spec") or {}).get("project") == project
+                and (o.get("spec") or {}).get("account") == name
+            ]
+            last = max(mine, key=lambda o: str((o.get("status") or {}).get("grantedAt") or ""), default=None)
+            rotation = ((last or {}).get("status") or {}).get("rotation") or {}
+            rows.append(
+                {
+                    "ns": ns,
+                    "project": project,
+                    "name": name,
+                    "backend": a.get("backend", "kubernetes"),
+                    "description": a.get("description", ""),
+                    "held": held,
+                    "rotation": rotation,
+                }
+            )
+    return await render(request, session, "accounts.html", rows=rows)
+
+
+@guarded
+async def force_confirm(request: web.Request, session: Session) -> web.Response:
+    console = _console(request)
+    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    obj = await console.kube.get(session.token, "checkouts", ns, name)
+    return await render(request, session, "force.html", obj=obj)
+
+
+@guarded
+async def force(request: web.Request, session: Session) -> web.StreamResponse:
+    console = _console(request)
+    fields = await form_of(request, session)
+    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    if fields.get("confirm") != name:
+        raise back(console, "/accounts", "force check-in not confirmed: type the checkout's name", "error")
+    await console.kube.patch(session.token, "checkouts", ns, name, {"spec": {"checkin": {"force": True}}})
+    raise back(console, "/accounts", f"checkout {ns}/{name}: forced check-in requested")
+
+
+# -- 5. history -------------------------------------------------------------------------------------
+
+
+@guarded
+async def history(request: web.Request, session: Session) -> web.StreamResponse:
+    console = _console(request)
+    token = session.token
+    checkouts, jit = await asyncio.gather(
+        console.kube.list_or_empty(token, "checkouts"), console.kube.list_or_empty(token, "jitaccounts")
+    )
+    kind = request.query.get("kind", "")
+    kind = kind if kind in hist.KINDS else ""
+    text = request.query.get("q", "")[:200]
+    rows = hist.select(hist.history(checkouts, jit), kind=kind, text=text)
+    fmt = request.query.get("format", "")
+    stamp = console.clock().strftime("%Y%m%dT%H%M%SZ")
+    if fmt == "json":
+        return web.Response(
+            text=json.dumps([r.as_dict() for r in rows], indent=2),
+            content_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="kubepam-history-{stamp}.json"'},
+        )
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=hist.FIELDS)
+        writer.writeheader()
+        for r in rows:  # a cell starting with = + - @ is text, never a spreadsheet formula
+            writer.writerow({k: ("'" + v if v[:1] in "=+-@\t\r" else v) for k, v in r.as_dict().items()})
+        return web.Response(
+            text=out.getvalue(),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="kubepam-history-{stamp}.csv"'},
+        )
+    query = f"kind={quote(kind)}&q={quote(text)}"
+    return await render(
+        request, session, "history.html", rows=rows, kind=kind, q=text, kinds=hist.KINDS, query=query
+    )
+
+
+# -- 6. workload connections ------------------------------------------------------------------------
+
+
+@guarded
+async def connections(request: web.Request, session: Session) -> web.Response:
+    console = _console(request)
+    items = await console.kube.list_or_empty(session.token, "workloadconnections")
+    return await render(
+        request, session, "connections.html", items=sorted(items, key=_key), report=None, text=""
+    )
+
+
+@guarded
+async def set_phase(request: web.Request, session: Session) -> web.StreamResponse:
+    console = _console(request)
+    fields = await form_of(request, session)
+    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "connection")
+    phase = {"promote": "Active", "demote": "Draft"}.get(fields.get("to", ""))
+    if phase is None:
+        raise web.HTTPBadRequest(text="to: promote or demote")
+    status: dict[str, Any] = {"phase": phase}
+    if phase == "Active":
+        status |= {
+            "activatedBy": session.username,
+            "activatedAt": console.clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    await console.kube.patch(
+        session.token, "workloadconnections", ns, name, {"status": status}, subresource="status"
+    )
+    raise back(console, "/connections", f"workload connection {ns}/{name} is now {phase}")
+
+
+@guarded
+async def explain(request: web.Request, session: Session) -> web.Response:
+    """The broker's explain trace for a pasted token; the token is forwarded, never stored or shown."""
+    console = _console(request)
+    fields = await form_of(request, session)
+    ns, name = _split(fields.get("connection", ""), 2)
+    token = fields.get("token", "").strip()
+    items = await console.kube.list_or_empty(session.token, "workloadconnections")
+    if not any(_key(o) == (ns, name) for o in items):
+        raise back(console, "/connections", f"no workload connection {ns}/{name} you can read", "error")
+    report: str
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http,
+            http.post(
+                console.broker.rstrip("/") + "/v1/token/validate", data=exchange_fields(f"{ns}/{name}", token)
+            ) as resp,
+        ):
+            answer = await resp.json(content_type=None)
+            report = (
+                render_report(answer) if resp.status < 400 else str(answer.get("error_description") or answer)
+            )
+    except (aiohttp.ClientError, ValueError, KeyError, TypeError) as exc:
+        report = f"the broker at {console.broker} did not answer: {type(exc).__name__}"
+    items = sorted(items, key=_key)
+    return await render(request, session, "connections.html", items=items, report=report, text=f"{ns}/{name}")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,159 @@
+"""The console's world on the real control plane: a team namespace with a project of kubernetes-backend
+shared accounts (one for the browser scenario, one for the action tests, so neither waits on the
+other), a CheckoutPolicy with approved elevation, an AccessPolicy for kubepam:users, JIT accounts, and
+the console itself as its own process (`kubepam console`), which holds no credential of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubepam.dev.cluster import ControlPlane, free_port
+from tests.e2e.harness import OperatorProcess, apply, team_namespace
+
+NS = "console"
+APPS = "console-apps"  # where elevation binds its ClusterRole: never the namespace holding the Secrets
+PROJECT = "ops"
+BROWSER_ACCOUNT = "ops_admin"
+ACTIONS_ACCOUNT = "web_admin"
+CONNECTION = "ci"
+
+
+def obj(kind: str, name: str, spec: dict[str, Any], namespace: str = NS) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubepam.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+@dataclass
+class ConsoleServer:
+    url: str
+    plane: ControlPlane
+    log: Path
+
+    def token(self, who: str) -> str:
+        return self.plane.tokens[who]
+
+
+def seed(plane: ControlPlane) -> None:
+    team_namespace(plane, NS)
+    team_namespace(plane, APPS)
+    apply(
+        plane,
+        "devops",
+        obj(
+            "Project",
+            PROJECT,
+            {
+                "sharedAccounts": [
+                    {"name": BROWSER_ACCOUNT, "backend": "kubernetes", "description": "Ops break-glass"},
+                    {"name": ACTIONS_ACCOUNT, "backend": "kubernetes"},
+                ],
+                "jit": {
+                    "enabled": True,
+                    "backend": "kubernetes",
+                    "allowedGroups": ["view"],
+                    "creators": {"groups": ["kubepam:users"]},
+                    "maxDuration": "2h",
+                    "namespaces": [APPS],
+                },
+            },
+        ),
+        obj(
+            "CheckoutPolicy",
+            PROJECT,
+            {
+                "project": PROJECT,
+                "maxDuration": "30m",
+                "elevation": {
+                    "eligibleAccounts": [BROWSER_ACCOUNT, ACTIONS_ACCOUNT],
+                    "privilegedGroups": ["view"],
+                    "namespaces": [APPS],
+                    "approvers": {"groups": ["kubepam:approvers"]},
+                },
+            },
+        ),
+        obj(
+            "AccessPolicy",
+            "people",
+            {
+                "principals": {"groups": ["kubepam:users"]},
+                "rules": [
+                    {
+                        "name": "ops",
+                        "projects": [PROJECT],
+                        "accounts": [BROWSER_ACCOUNT, ACTIONS_ACCOUNT],
+                        "elevation": {"allowed": True, "requiresApproval": True},
+                    }
+                ],
+            },
+        ),
+        obj(
+            "WorkloadConnection",
+            CONNECTION,
+            {
+                "provider": "github",
+                "audiences": ["kubepam"],
+                "claims": [{"claim": "repository_owner", "operator": "equals", "value": "acme"}],
+            },
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def console(
+    plane: ControlPlane, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConsoleServer]:
+    seed(plane)
+    port = free_port()
+    log = Path(tmp_path_factory.mktemp("console")) / "console.log"
+    env = dict(os.environ, KUBEPAM_CONSOLE_BROKER=operator.url, KUBEPAM_LOG_LEVEL="INFO")
+    with log.open("w") as out:
+        # The admin kubeconfig gives only the API server's address and CA: the console never reads its
+        # credentials (kubepam.console.app.cluster_of), and the import contract keeps clients out.
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubepam",
+                "console",
+                "--kubeconfig",
+                str(plane.kubeconfig("admin")),
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2):
+                break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"the console did not start:\n{log.read_text()}") from None
+            time.sleep(0.2)
+    try:
+        yield ConsoleServer(url, plane, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
