@@ -434,6 +434,12 @@ def cmd_jit(args: argparse.Namespace) -> int:
                 return 2
             jit.enable(args.namespace, args.name, args.reason, args.duration)
             print(f"jitaccount {args.name}: re-enable requested")
+        elif args.action == "disable":
+            if not args.name:
+                print("kubepam jit disable: give the JitAccount's name", file=sys.stderr)
+                return 2
+            jit.disable(args.namespace, args.name)
+            print(f"jitaccount {args.name}: disable requested (its window ends now)")
         else:
             _table(
                 ["NAMESPACE", "NAME", "ACCOUNT", "OWNER", "GROUPS", "STATUS", "EXPIRES", "SECRET"],
@@ -597,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_checkouts)
 
     jit = sub.add_parser("jit", help="personal temporary privileged accounts")
-    jit.add_argument("action", choices=["create", "enable", "list"])
+    jit.add_argument("action", choices=["create", "enable", "disable", "list"])
     jit.add_argument("name", nargs="?", help="the JitAccount object (default: the owner's name)")
     jit.add_argument("--project")
     jit.add_argument("--owner", help="whose account (security admins may name someone else)")

@@ -25,6 +25,7 @@ ACTIONS = (
     f"/access/checkouts/{NS}/x/checkin",
     f"/access/checkouts/{NS}/x/extend",
     f"/access/checkouts/{NS}/x/elevate",
+    f"/access/jit/{NS}/x/disable",
     f"/access/reveal/checkouts/{NS}/x",
     "/request/checkout",
     "/request/jit",
@@ -233,6 +234,27 @@ async def test_jit_request_dry_run_then_create(console: ConsoleServer, people: A
     assert "requested" in flash(page), flash(page)
     obj = kubectl_json(console.plane, "admin", "get", "jitaccount", "bob", "-n", NS)
     assert obj["spec"]["owner"] == "bob" and obj["spec"]["groups"] == ["view"]
+    phase = await wait_jit_phase(console, "bob", "Active")
+    assert phase["phase"] == "Active"
+    _, page = await bob.get("/access")
+    assert f'data-jit="{NS}/bob"' in page and 'class="disable"' in page
+    # Only the owner (or a security admin) may end it early; then it is disabled at once.
+    alice = await people("alice")
+    _, page = await alice.post(f"/access/jit/{NS}/bob/disable")
+    assert "only the owner (bob)" in flash(page), flash(page)
+    _, page = await bob.post(f"/access/jit/{NS}/bob/disable")
+    assert "disable requested" in flash(page), flash(page)
+    assert "disabled early" in (await wait_jit_phase(console, "bob", "Disabled"))["message"]
+
+
+async def wait_jit_phase(console: ConsoleServer, name: str, phase: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        status = kubectl_json(console.plane, "admin", "get", "jitaccount", name, "-n", NS).get("status") or {}
+        if status.get("phase") == phase:
+            return dict(status)
+        assert time.monotonic() < deadline, f"JIT account {name} not {phase}: {status}"
+        await asyncio.sleep(0.3)
 
 
 async def test_history_exports_csv_and_json(console: ConsoleServer, people: Any) -> None:

@@ -88,8 +88,16 @@ class Browser:
         assert self.el("#whoami").text == self.who
 
     def wait(self, ok: Callable[[], bool], what: str, timeout: float = 30, reload: bool = False) -> None:
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def holds() -> bool:
+            try:
+                return ok()
+            except (StaleElementReferenceException, AssertionError):
+                return False  # the page changed under us (a navigation or reload): look again
+
         deadline = time.monotonic() + timeout
-        while not ok():
+        while not holds():
             if time.monotonic() > deadline:
                 self.shot(f"timeout-{self.who}")
                 raise AssertionError(f"{self.who}: waited {timeout:.0f}s for {what}; page:\n{self.text()}")
@@ -165,11 +173,11 @@ def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
     alice.el("#submit-checkout").click()
     alice.wait(lambda: "created" in alice.el("#flash").text, "the checkout to be created")
     alice.wait(
-        lambda: any(p.text == "Active" for p in alice.els(f"[data-checkout^='{NS}/'] .phase")),
+        lambda: any(p.text == "Active" for p in alice.els(f"[data-account='{target}'] .phase")),
         "the checkout to become Active",
         reload=True,
     )
-    card = alice.el(f"[data-checkout^='{NS}/']")
+    card = alice.el(f"[data-account='{target}']")
     left = card.find_element("css selector", "time.countdown").text
     assert left and left != "0s", left
     alice.shot("3-my-access-active")
@@ -197,10 +205,10 @@ def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
 
     # alice asks for elevation on the account she holds.
     alice.open("/access")
-    alice.el(f"[data-checkout^='{NS}/'] .elevation-reason").send_keys("INC-7 needs view in console-apps")
-    alice.el(f"[data-checkout^='{NS}/'] button.elevate").click()
+    alice.el(f"[data-account='{target}'] .elevation-reason").send_keys("INC-7 needs view in console-apps")
+    alice.el(f"[data-account='{target}'] button.elevate").click()
     alice.wait(
-        lambda: "PENDING" in alice.el(f"[data-checkout^='{NS}/'] .elevation").text,
+        lambda: "PENDING" in alice.el(f"[data-account='{target}'] .elevation").text,
         "the elevation to be pending",
         reload=True,
     )
@@ -216,7 +224,7 @@ def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
     card.find_element("css selector", "button.approve").click()
     approver.wait(lambda: "approved" in approver.el("#flash").text, "the approval to be recorded")
     alice.wait(
-        lambda: alice.el(f"[data-checkout^='{NS}/'] .elevation").text.startswith(("APPROVED", "ELEVATED")),
+        lambda: alice.el(f"[data-account='{target}'] .elevation").text.startswith(("APPROVED", "ELEVATED")),
         "the elevation to be approved",
         reload=True,
     )
@@ -250,3 +258,18 @@ def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
     assert any("Forced" in r for r in rows), rows
     alice.shot("11-history")
     assert alice.el("#export-csv").get_attribute("href").endswith("format=csv")
+
+
+def test_every_page_fits_a_narrow_window(console: ConsoleServer, browsers: Callable[[str], Browser]) -> None:
+    """A phone-width window: no page scrolls sideways (tables become cards, forms wrap)."""
+    sec = browsers("secadmin")
+    sec.driver.set_window_size(400, 900)
+    for path in ("/access", "/request", "/approvals", "/accounts", "/history", "/connections"):
+        sec.open(path)
+        sec.el("h1")
+        overflow = sec.driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 1, f"{path} scrolls sideways by {overflow}px at 400px wide"
+    sec.open("/accounts")
+    sec.shot("12-narrow-accounts")

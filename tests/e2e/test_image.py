@@ -295,7 +295,7 @@ def test_the_image_runs_as_a_pod_would_and_reconciles_the_examples(
     )
     assert "deployment.apps/kubepam-operator serverside-applied (server dry run)" in kustomized.stdout
 
-    port = free_port()
+    port, console_port = free_port(), free_port()
     _service_account_files(own_plane, tmp_path / "serviceaccount")
     bundle = tmp_path / "bundle"
     _bundle(
@@ -312,6 +312,9 @@ def test_the_image_runs_as_a_pod_would_and_reconciles_the_examples(
             "KUBEPAM_BROKER_PORT": str(port),
             "KUBEPAM_ISSUER": f"http://127.0.0.1:{port}",
             "KUBEPAM_SYNC_GRACE": "1s",
+            # the chart's console.inOperator: the console served from the same image and process
+            "KUBEPAM_CONSOLE": "true",
+            "KUBEPAM_CONSOLE_PORT": str(console_port),
         },
     )
     state = tmp_path / "runc"
@@ -375,6 +378,9 @@ def test_the_image_runs_as_a_pod_would_and_reconciles_the_examples(
             assert "condition met" in ready.stdout, (kind, ready.stdout)
         assert _get(f"{broker}/healthz") == 200
         assert _get(f"{broker}/readyz") == 200
+        # The console's templates and static files are in the image: its sign-in page renders.
+        console = f"http://127.0.0.1:{console_port}"
+        assert _get(f"{console}/login") == 200 and _get(f"{console}/static/console.css") == 200, logs()
 
         # A pod is stopped with SIGTERM: the operator (PID 1 in its PID namespace) must exit by itself.
         subprocess.run([*runc, "kill", name, "TERM"], check=True, capture_output=True)

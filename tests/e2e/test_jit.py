@@ -300,6 +300,36 @@ def test_kubernetes_jit_token_follows_its_window(plane: ControlPlane, env: Local
     assert history[-1]["by"] == "alice" and history[-1]["groups"] == ["edit"]
 
 
+def test_the_owner_disables_an_account_before_its_window_ends(
+    plane: ControlPlane, env: LocalPostgres
+) -> None:
+    apply(plane, "bob", obj("JitAccount", "bob", jit_spec("bob", duration="1h")))
+    active = wait_phase(plane, "bob", "Active")
+    token = secret_data(plane, "bob", active["secretName"])["token"]
+    assert can(plane, token, "list", "pods", TARGET) == "yes"
+    disable = json.dumps({"spec": {"disabled": True}})
+    refused = plane.kubectl(
+        "mallory", "patch", "jitaccount", "bob", "-n", NS, "--type=merge", "-p", disable, check=False
+    )
+    assert refused.returncode != 0 and "only the owner (bob)" in refused.stderr
+    plane.kubectl("bob", "patch", "jitaccount", "bob", "-n", NS, "--type=merge", "-p", disable)
+    disabled = wait_phase(plane, "bob", "Disabled", timeout=30)
+    assert "disabled early" in disabled["message"]
+    assert disabled["expiresAt"] < active["expiresAt"], "the window ended now, not at its planned end"
+    assert can(plane, token, "list", "pods", TARGET) != "yes"  # its bindings and ServiceAccount are gone
+    # Clearing the flag with the same reason does not re-enable it; a new reason does.
+    same = json.dumps({"spec": {"disabled": False}})
+    plane.kubectl("bob", "patch", "jitaccount", "bob", "-n", NS, "--type=merge", "-p", same)
+    time.sleep(2)
+    assert status(plane, "bob")["phase"] == "Disabled"
+    again = json.dumps({"spec": {"disabled": False, "reason": "CHG-102 once more"}})
+    plane.kubectl("bob", "patch", "jitaccount", "bob", "-n", NS, "--type=merge", "-p", again)
+    generation = kubectl_json(plane, "admin", "get", "jitaccount", "bob", "-n", NS)["metadata"]["generation"]
+    wait_phase(plane, "bob", "Active", generation=generation)
+    # bob's account name is free again for the tests after this one
+    plane.kubectl("secadmin", "delete", "jitaccount", "bob", "-n", NS, "--timeout=60s")
+
+
 def test_postgresql_jit_login_follows_its_window(plane: ControlPlane, env: LocalPostgres) -> None:
     pg = env
     apply(plane, "alice", obj("JitAccount", "alice-pg", jit_spec(project="pg", groups=["app_reader"])))

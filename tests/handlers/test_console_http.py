@@ -114,7 +114,7 @@ async def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing() ->
     c, kube = await client()
     try:
         await sign_in(c)
-        for data in ({}, {"csrf": "wrong"}):
+        for data in ({}, {"csrf": "wrong"}, {"csrf": "é"}):
             resp = await c.post("/access/checkouts/team-a/x/checkin", data=data)
             assert resp.status == 403 and "CSRF" in await resp.text()
         assert kube.patches == []
@@ -130,8 +130,9 @@ async def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing() ->
 async def test_the_sign_in_form_needs_its_own_csrf_token() -> None:
     c, _ = await client()
     try:
-        resp = await c.post("/login", data={"csrf": "x", "token": TOKEN}, allow_redirects=False)
-        assert resp.status == 403
+        for csrf in ("x", "é"):
+            resp = await c.post("/login", data={"csrf": csrf, "token": TOKEN}, allow_redirects=False)
+            assert resp.status == 403
     finally:
         await c.close()
 

@@ -1,4 +1,4 @@
-"""`kubepam jit create|enable|list`: personal temporary privileged accounts with plain Kubernetes
+"""`kubepam jit create|enable|disable|list`: personal temporary privileged accounts with plain Kubernetes
 objects, as the current kubeconfig user (the API server checks the owner and the project's rules)."""
 
 from __future__ import annotations
@@ -59,12 +59,19 @@ def create(
 
 
 def enable(namespace: str, name: str, reason: str, duration: str) -> None:
+    _patch_spec(namespace, name, {"reason": reason, "duration": duration, "disabled": False})
+
+
+def disable(namespace: str, name: str) -> None:
+    """End the current window now (the owner or a security admin)."""
+    _patch_spec(namespace, name, {"disabled": True})
+
+
+def _patch_spec(namespace: str, name: str, spec: dict[str, Any]) -> None:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        _api().patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, {"spec": {"reason": reason, "duration": duration}}
-        )
+        _api().patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": spec})
     except ApiException as exc:
         raise _error(exc) from None
 

@@ -94,6 +94,7 @@ def make_app(
             web.post("/access/checkouts/{ns}/{name}/checkin", pages.checkin),
             web.post("/access/checkouts/{ns}/{name}/extend", pages.extend),
             web.post("/access/checkouts/{ns}/{name}/elevate", pages.elevate),
+            web.post("/access/jit/{ns}/{name}/disable", pages.disable_jit),
             web.post("/access/reveal/{kind}/{ns}/{name}", pages.reveal),
             web.get("/request", pages.request_page),
             web.post("/request/checkout", pages.request_checkout),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
+import hmac
 import io
 import json
 import logging
@@ -240,7 +241,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     state = console.sealer.open(request.cookies.get(LOGIN_COOKIE)) or {}
     data = await request.post()
     submitted, token = str(data.get("csrf", "")), str(data.get("token", "")).strip()
-    if not state.get("c") or submitted != state["c"]:
+    if not state.get("c") or not hmac.compare_digest(submitted.encode(), str(state["c"]).encode()):
         raise web.HTTPForbidden(text="the sign-in form's CSRF token is missing or wrong: reload the page")
     if not token or len(token) > 8192 or any(c.isspace() for c in token):
         console.limiter.failed(remote)
@@ -355,6 +356,16 @@ async def elevate(request: web.Request, session: Session) -> web.StreamResponse:
         session.token, "checkouts", ns, name, {"spec": {"elevation": {"requested": True, "reason": reason}}}
     )
     raise back(console, "/access", f"checkout {ns}/{name}: elevation requested")
+
+
+@guarded
+async def disable_jit(request: web.Request, session: Session) -> web.StreamResponse:
+    """End a JIT account's window now (the API server lets only its owner or a security admin)."""
+    console = _console(request)
+    await form_of(request, session)
+    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "JIT account")
+    await console.kube.patch(session.token, "jitaccounts", ns, name, {"spec": {"disabled": True}})
+    raise back(console, "/access", f"JIT account {ns}/{name}: disable requested")
 
 
 @guarded
@@ -525,6 +536,7 @@ async def request_jit(request: web.Request, session: Session) -> web.StreamRespo
         "groups": groups,
         "reason": fields.get("reason", "").strip(),
         "duration": fields.get("duration", "").strip(),
+        "disabled": False,
     }
     name = object_name(session.username) if not _NAME.match(session.username) else session.username
     w = await world(console, session.token)

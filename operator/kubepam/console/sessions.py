@@ -33,7 +33,7 @@ class Session:
     csrf: str
 
     def valid_csrf(self, submitted: str) -> bool:
-        return bool(submitted) and hmac.compare_digest(self.csrf, submitted)
+        return bool(submitted) and hmac.compare_digest(self.csrf.encode(), submitted.encode())
 
 
 def derive_key(material: bytes) -> bytes:

@@ -167,6 +167,27 @@ class JitService(ObjectReconciler):
         notes = meta.get("annotations") or {}
         actor = notes.get(CHANGED_BY, "")
         actor_groups = [g for g in notes.get(CHANGED_BY_GROUPS, "").split(",") if g]
+        if spec.get("disabled"):
+            if phase == "Active":
+                await self._end_window(
+                    obj,
+                    settings,
+                    problem,
+                    now,
+                    by=actor or "kubepam",
+                    why="disabled early",
+                    generation=generation,
+                )
+            elif phase != "Disabled" or status.get("activatedGeneration") != generation:
+                await self._write(
+                    obj,
+                    {
+                        "phase": "Disabled",
+                        "activatedGeneration": generation,
+                        "message": "disabled (spec.disabled); set it to false with a new reason to enable",
+                    },
+                )
+            return
         if jit.needs_activation(phase, generation, status.get("activatedGeneration")):
             if settings is None and self._settling(obj):  # applied together with its Project: wait for it
                 changes = await self._wait_for_reference(obj, problem)
@@ -245,38 +266,56 @@ class JitService(ObjectReconciler):
             return
         if phase == "Active":
             expires = _ts(status.get("expiresAt"))
-            removal = jit.removal_settings(settings, status.get("grant"))
-            if expires is not None and now >= expires and removal is None:
-                # The window is over but nothing says how to reach the backend: keep trying, and say so.
-                message = f"window ended at {rfc3339(expires)}; cannot disable the account yet: {problem}"
-                if status.get("message") != message:
-                    await self._write(obj, {"message": message})
-                self.wake(meta["namespace"], meta["name"], now + timedelta(seconds=DISABLE_RETRY_SECONDS))
-            elif expires is not None and now >= expires and removal is not None:
-                account = str(status.get("accountName") or jit.account_name(spec))
-                await self._disable(obj, removal, account, drop=False)
-                await self._write(
-                    obj,
-                    {
-                        "phase": "Disabled",
-                        "message": f"disabled at {rfc3339(now)}; give a new reason and duration to re-enable",
-                    },
-                )
-                await self._events.emit(
-                    obj,
-                    "Disabled",
-                    f"{account} disabled at the end of its window",
-                    audit={
-                        "actor": "kubepam",
-                        "owner": spec.get("owner"),
-                        "account": account,
-                        "reason": "window ended",
-                        "groups": list(spec.get("groups") or []),
-                        "until": status.get("expiresAt"),
-                    },
-                )
+            if expires is not None and now >= expires:
+                await self._end_window(obj, settings, problem, now, by="kubepam", why="window ended")
             elif expires is not None:
                 self.wake(meta["namespace"], meta["name"], expires)
+
+    async def _end_window(
+        self,
+        obj: dict[str, Any],
+        settings: jit.JitSettings | None,
+        problem: str,
+        now: datetime,
+        *,
+        by: str,
+        why: str,
+        generation: int | None = None,
+    ) -> None:
+        """Disable an Active account: at its window's end, or earlier when its owner sets spec.disabled
+        (then `generation` is recorded, so that change is not taken for a request to re-enable)."""
+        meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
+        removal = jit.removal_settings(settings, status.get("grant"))
+        if removal is None:
+            # Nothing says how to reach the backend: keep trying, and say so.
+            at = rfc3339(now) if generation is not None else status.get("expiresAt")
+            message = f"{why} at {at}; cannot disable the account yet: {problem}"
+            if status.get("message") != message:
+                await self._write(obj, {"message": message})
+            self.wake(meta["namespace"], meta["name"], now + timedelta(seconds=DISABLE_RETRY_SECONDS))
+            return
+        account = str(status.get("accountName") or jit.account_name(spec))
+        await self._disable(obj, removal, account, drop=False)
+        changes: dict[str, Any] = {
+            "phase": "Disabled",
+            "message": f"disabled at {rfc3339(now)} ({why}); give a new reason and duration to re-enable",
+        }
+        if generation is not None:
+            changes |= {"activatedGeneration": generation, "expiresAt": rfc3339(now.replace(microsecond=0))}
+        await self._write(obj, changes)
+        await self._events.emit(
+            obj,
+            "Disabled",
+            f"{account} disabled ({why})",
+            audit={
+                "actor": by,
+                "owner": spec.get("owner"),
+                "account": account,
+                "reason": why,
+                "groups": list(spec.get("groups") or []),
+                "until": changes.get("expiresAt", status.get("expiresAt")),
+            },
+        )
 
     def _owner(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
