@@ -287,23 +287,26 @@ async def my_access(request: web.Request, session: Session) -> web.Response:
     )
     person = person_of(session)
     checkouts = []
+    maxima: dict[tuple[str, str, str], str] = {}  # one verdict per account, however many checkouts
     for obj in w.checkouts:
         status = obj.get("status") or {}
         if not _mine(obj, me, "requester") or status.get("phase") in FINAL:
             continue
         ns, _ = _key(obj)
         spec = obj["spec"]
-        verdict = checkout_verdict(
-            w, person, ns, spec["project"], spec["account"], duration="", elevate=False, now=console.clock()
-        )
-        maximum = parse_duration(verdict.maximum) if verdict.maximum else None
+        key = (ns, str(spec["project"]), str(spec["account"]))
+        if key not in maxima:
+            maxima[key] = checkout_verdict(
+                w, person, *key, duration="", elevate=False, now=console.clock()
+            ).maximum
+        maximum = parse_duration(maxima[key]) if maxima[key] else None
         current = _span(status.get("grantedAt"), status.get("expiresAt"))
         extend = [  # longer than now, never past the maximum (the operator caps it there too)
             d
             for d in DURATIONS
             if maximum is not None and current is not None and current < parse_duration(d) <= maximum
         ]
-        checkouts.append({"obj": obj, "maximum": verdict.maximum, "extend": extend})
+        checkouts.append({"obj": obj, "maximum": maxima[key], "extend": extend})
     jit = [o for o in w.jit if _mine(o, me, "owner")]
     certs = [
         {"kind": kind, "obj": o}
