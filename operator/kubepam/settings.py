@@ -135,6 +135,31 @@ class Settings:
     console_session_ttl: timedelta = field(
         default_factory=lambda: _duration("KUBEPAM_CONSOLE_SESSION_TTL", "8h")
     )
+    # KUBEPAM_CONSOLE_OIDC_ISSUER: sign people in with this OIDC issuer (authorization code + PKCE); it must
+    # be the issuer the API server trusts, so the ID token works as their bearer token. Empty: token only.
+    console_oidc_issuer: str = field(default_factory=lambda: _env("KUBEPAM_CONSOLE_OIDC_ISSUER", ""))
+    # KUBEPAM_CONSOLE_OIDC_CLIENT_ID: the client ID (an audience the API server accepts).
+    console_oidc_client_id: str = field(default_factory=lambda: _env("KUBEPAM_CONSOLE_OIDC_CLIENT_ID", ""))
+    # KUBEPAM_CONSOLE_OIDC_CLIENT_SECRET_FILE: a file with the client secret (empty: a public client).
+    console_oidc_client_secret_file: str = field(
+        default_factory=lambda: _env("KUBEPAM_CONSOLE_OIDC_CLIENT_SECRET_FILE", "")
+    )
+    # KUBEPAM_CONSOLE_OIDC_REDIRECT_URL: this console's /login/callback as browsers reach it.
+    console_oidc_redirect_url: str = field(
+        default_factory=lambda: _env("KUBEPAM_CONSOLE_OIDC_REDIRECT_URL", "")
+    )
+    # KUBEPAM_CONSOLE_OIDC_CA_FILE: the CA of the issuer's HTTPS certificate (empty: the system's).
+    console_oidc_ca_file: str = field(default_factory=lambda: _env("KUBEPAM_CONSOLE_OIDC_CA_FILE", ""))
+    # KUBEPAM_CONSOLE_OIDC_SCOPES: the scopes asked for.
+    console_oidc_scopes: str = field(
+        default_factory=lambda: _env("KUBEPAM_CONSOLE_OIDC_SCOPES", "openid profile email groups")
+    )
+    # KUBEPAM_CONSOLE_SIGNIN_BURST / _PER_MINUTE: failed sign-ins allowed per client address at once, and
+    # how fast that allowance refills.
+    console_signin_burst: int = field(default_factory=lambda: int(_env("KUBEPAM_CONSOLE_SIGNIN_BURST", "5")))
+    console_signin_per_minute: float = field(
+        default_factory=lambda: float(_env("KUBEPAM_CONSOLE_SIGNIN_PER_MINUTE", "10"))
+    )
     # KUBEPAM_CONSOLE_BROKER: the broker URL the explain page sends pasted tokens to.
     console_broker: str = field(
         default_factory=lambda: _env("KUBEPAM_CONSOLE_BROKER", "http://127.0.0.1:8080")

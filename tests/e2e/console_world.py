@@ -19,6 +19,8 @@ import pytest
 
 from kubepam.dev.cluster import ControlPlane, free_port
 from tests.e2e.harness import OperatorProcess, apply, team_namespace
+from tests.oidc_provider import CLIENT_ID as OIDC_CLIENT_ID
+from tests.oidc_provider import OidcProvider
 
 NS = "console"
 APPS = "console-apps"  # where elevation binds its ClusterRole: never the namespace holding the Secrets
@@ -42,6 +44,7 @@ class ConsoleServer:
     url: str
     plane: ControlPlane
     log: Path
+    idp: OidcProvider
 
     def token(self, who: str) -> str:
         return self.plane.tokens[who]
@@ -114,12 +117,28 @@ def seed(plane: ControlPlane) -> None:
 
 @pytest.fixture(scope="session")
 def console(
-    plane: ControlPlane, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+    plane: ControlPlane,
+    operator: OperatorProcess,
+    oidc_provider: OidcProvider,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ConsoleServer]:
     seed(plane)
     port = free_port()
-    log = Path(tmp_path_factory.mktemp("console")) / "console.log"
-    env = dict(os.environ, KUBEPAM_CONSOLE_BROKER=operator.url, KUBEPAM_LOG_LEVEL="INFO")
+    workdir = Path(tmp_path_factory.mktemp("console"))
+    log = workdir / "console.log"
+    (workdir / "idp-ca.crt").write_text(oidc_provider.ca_pem)
+    env = dict(
+        os.environ,
+        KUBEPAM_CONSOLE_BROKER=operator.url,
+        KUBEPAM_LOG_LEVEL="INFO",
+        # the tests' many refused sign-ins all come from 127.0.0.1 (the limit itself: test_console_http.py)
+        KUBEPAM_CONSOLE_SIGNIN_BURST="1000",
+        # sign-in with the local identity provider the API server trusts (authorization code + PKCE)
+        KUBEPAM_CONSOLE_OIDC_ISSUER=oidc_provider.issuer,
+        KUBEPAM_CONSOLE_OIDC_CLIENT_ID=OIDC_CLIENT_ID,
+        KUBEPAM_CONSOLE_OIDC_REDIRECT_URL=f"http://127.0.0.1:{port}/login/callback",
+        KUBEPAM_CONSOLE_OIDC_CA_FILE=str(workdir / "idp-ca.crt"),
+    )
     with log.open("w") as out:
         # The admin kubeconfig gives only the API server's address and CA: the console never reads its
         # credentials (kubepam.console.app.cluster_of), and the import contract keeps clients out.
@@ -150,7 +169,7 @@ def console(
                 raise RuntimeError(f"the console did not start:\n{log.read_text()}") from None
             time.sleep(0.2)
     try:
-        yield ConsoleServer(url, plane, log)
+        yield ConsoleServer(url, plane, log, oidc_provider)
     finally:
         proc.terminate()
         try:

@@ -1,8 +1,9 @@
 """The console in a real browser (Selenium driving Debian's headless Chromium) against the real control
 plane and operator: alice checks out, bob sees the account held by alice with the time left and cannot
-take it, alice requests elevation, the approver approves, the security admin forces the check-in, and
-alice's history shows it all. Each person has their own browser (their own cookie jar). Screenshots of
-every page go to the test's output directory (and to $KUBEPAM_SCREENSHOTS when set, for README)."""
+take it, alice requests elevation, an approver who signs in through the identity provider approves, the
+security admin forces the check-in, and alice's history shows it all. Each person has their own browser
+(their own cookie jar). Screenshots of every page go to the test's output directory (and to
+$KUBEPAM_SCREENSHOTS when set, for README)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 class Browser:
     """One person's headless Chromium, signed in to the console with their own token."""
 
-    def __init__(self, console: ConsoleServer, who: str, shots: Path) -> None:
+    def __init__(self, console: ConsoleServer, who: str, shots: Path, oidc: bool = False) -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -49,9 +50,11 @@ class Browser:
             f"--user-data-dir={shots.parent / ('profile-' + who)}",
         ):
             options.add_argument(arg)
+        if oidc:  # the local identity provider's HTTPS: trust exactly its key
+            options.add_argument(f"--ignore-certificate-errors-spki-list={console.idp.spki}")
         self.driver = webdriver.Chrome(service=Service(DRIVER), options=options)
         self.driver.set_page_load_timeout(30)
-        self.console, self.who, self.shots = console, who, shots
+        self.console, self.who, self.shots, self.oidc = console, who, shots, oidc
 
     def open(self, path: str) -> None:
         self.driver.get(self.console.url + path)
@@ -82,10 +85,17 @@ class Browser:
 
     def sign_in(self) -> None:
         self.open("/login")
-        self.el("#token").send_keys(self.console.token(self.who))
-        self.el("#sign-in").click()
+        if self.oidc:  # through the identity provider's own sign-in page, and back
+            self.el("#oidc-sign-in").click()
+            self.el("#idp-username").send_keys(self.who)
+            self.shot("0-identity-provider")
+            self.el("#idp-sign-in").click()
+        else:
+            self.el("#token").send_keys(self.console.token(self.who))
+            self.el("#sign-in").click()
         self.wait(lambda: self.driver.current_url.endswith("/access"), "the sign-in to land on My access")
-        assert self.el("#whoami").text == self.who
+        expected = f"oidc:{self.who}" if self.oidc else self.who
+        assert self.el("#whoami").text == expected
 
     def wait(self, ok: Callable[[], bool], what: str, timeout: float = 30, reload: bool = False) -> None:
         from selenium.common.exceptions import StaleElementReferenceException
@@ -118,13 +128,13 @@ class Browser:
 
 
 @pytest.fixture
-def browsers(console: ConsoleServer, tmp_path: Path) -> Iterator[Callable[[str], Browser]]:
+def browsers(console: ConsoleServer, tmp_path: Path) -> Iterator[Callable[..., Browser]]:
     shots = tmp_path / "screenshots"
     shots.mkdir()
     opened: list[Browser] = []
 
-    def open_as(who: str) -> Browser:
-        browser = Browser(console, who, shots)
+    def open_as(who: str, oidc: bool = False) -> Browser:
+        browser = Browser(console, who, shots, oidc)
         opened.append(browser)
         browser.sign_in()
         return browser
@@ -151,7 +161,7 @@ def checkout_of(console: ConsoleServer, who: str) -> dict[str, Any]:
 
 
 def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
-    console: ConsoleServer, browsers: Callable[[str], Browser]
+    console: ConsoleServer, browsers: Callable[..., Browser]
 ) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -213,8 +223,8 @@ def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
         reload=True,
     )
 
-    # the approver approves in the browser; alice's own Approvals page offers her no decision.
-    approver = browsers("approver")
+    # an approver, signed in with the identity provider (oidc:carol, in kubepam:approvers), approves.
+    approver = browsers("carol", oidc=True)
     approver.open("/approvals")
     name = checkout_of(console, "alice")["metadata"]["name"]
     card = approver.el(f"article.approval[data-checkout='{NS}/{name}']")
@@ -254,13 +264,13 @@ def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
     rows = [r.text for r in alice.els("#history tbody tr")]
     kinds = {r.split()[1] for r in rows if len(r.split()) > 1}
     assert {"checkout", "elevation", "approval", "checkin"} <= kinds, rows
-    assert any("approver" in r and "ok for INC-7" in r for r in rows), rows
+    assert any("oidc:carol" in r and "ok for INC-7" in r for r in rows), rows
     assert any("Forced" in r for r in rows), rows
     alice.shot("11-history")
     assert alice.el("#export-csv").get_attribute("href").endswith("format=csv")
 
 
-def test_every_page_fits_a_narrow_window(console: ConsoleServer, browsers: Callable[[str], Browser]) -> None:
+def test_every_page_fits_a_narrow_window(console: ConsoleServer, browsers: Callable[..., Browser]) -> None:
     """A phone-width window: no page scrolls sideways (tables become cards, forms wrap)."""
     sec = browsers("secadmin")
     sec.driver.set_window_size(400, 900)

@@ -354,6 +354,14 @@ def test_chart_console_holds_no_authority(plane: ControlPlane) -> None:
             "console.enabled=true",
             "--set",
             "console.inOperator=true",
+            "--set",
+            "console.oidc.issuer=https://idp.example.com",
+            "--set",
+            "console.oidc.clientID=kubepam-console",
+            "--set",
+            "console.oidc.redirectURL=https://pam.example.com/login/callback",
+            "--set",
+            "console.oidc.caConfigMap=idp-ca",
         ],
         capture_output=True,
         text=True,
@@ -367,6 +375,11 @@ def test_chart_console_holds_no_authority(plane: ControlPlane) -> None:
     assert pod["automountServiceAccountToken"] is False
     assert pod["containers"][0]["args"] == ["console"]
     assert {"name": "kube-ca", "configMap": {"name": "kube-root-ca.crt"}} in pod["volumes"]
+    assert {"name": "console-oidc-ca", "configMap": {"name": "idp-ca"}} in pod["volumes"]
+    console_env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert console_env["KUBEPAM_CONSOLE_OIDC_ISSUER"] == "https://idp.example.com"
+    assert console_env["KUBEPAM_CONSOLE_OIDC_CA_FILE"] == "/etc/kubepam/console-oidc-ca/ca.crt"
+    assert "KUBEPAM_CONSOLE_OIDC_CLIENT_SECRET_FILE" not in console_env  # a public client: PKCE alone
     bound = [
         s
         for d in docs

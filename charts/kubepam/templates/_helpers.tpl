@@ -60,12 +60,42 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "kubepam.serviceAccoun
 - name: KUBEPAM_CONSOLE_TLS_KEY
   value: /etc/kubepam/console-tls/tls.key
 {{- end }}
+{{- with .Values.console.oidc }}
+{{- if .issuer }}
+- name: KUBEPAM_CONSOLE_OIDC_ISSUER
+  value: {{ .issuer | quote }}
+- name: KUBEPAM_CONSOLE_OIDC_CLIENT_ID
+  value: {{ required "console.oidc.clientID is required with console.oidc.issuer" .clientID | quote }}
+- name: KUBEPAM_CONSOLE_OIDC_REDIRECT_URL
+  value: {{ required "console.oidc.redirectURL is required with console.oidc.issuer" .redirectURL | quote }}
+- name: KUBEPAM_CONSOLE_OIDC_SCOPES
+  value: {{ .scopes | quote }}
+{{- if .clientSecretName }}
+- name: KUBEPAM_CONSOLE_OIDC_CLIENT_SECRET_FILE
+  value: /etc/kubepam/console-oidc-secret/client-secret
+{{- end }}
+{{- if .caConfigMap }}
+- name: KUBEPAM_CONSOLE_OIDC_CA_FILE
+  value: /etc/kubepam/console-oidc-ca/ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "kubepam.consoleMounts" -}}
 - name: console-session
   mountPath: /etc/kubepam/console-session
   readOnly: true
+{{- if and .Values.console.oidc.issuer .Values.console.oidc.clientSecretName }}
+- name: console-oidc-secret
+  mountPath: /etc/kubepam/console-oidc-secret
+  readOnly: true
+{{- end }}
+{{- if and .Values.console.oidc.issuer .Values.console.oidc.caConfigMap }}
+- name: console-oidc-ca
+  mountPath: /etc/kubepam/console-oidc-ca
+  readOnly: true
+{{- end }}
 {{- if .Values.console.tls.secretName }}
 - name: console-tls
   mountPath: /etc/kubepam/console-tls
@@ -77,6 +107,16 @@ system:serviceaccount:{{ .Release.Namespace }}:{{ include "kubepam.serviceAccoun
 - name: console-session
   secret:
     secretName: {{ default (printf "%s-console-session" (include "kubepam.fullname" .)) .Values.console.sessionKeySecret }}
+{{- if and .Values.console.oidc.issuer .Values.console.oidc.clientSecretName }}
+- name: console-oidc-secret
+  secret:
+    secretName: {{ .Values.console.oidc.clientSecretName }}
+{{- end }}
+{{- if and .Values.console.oidc.issuer .Values.console.oidc.caConfigMap }}
+- name: console-oidc-ca
+  configMap:
+    name: {{ .Values.console.oidc.caConfigMap }}
+{{- end }}
 {{- if .Values.console.tls.secretName }}
 - name: console-tls
   secret:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from kubepam.console import pages
 from kubepam.console.kube import Kube
+from kubepam.console.oidc import OidcClient, OidcConfig
 from kubepam.console.security import RateLimit, headers_middleware
 from kubepam.console.sessions import Sealer
 from kubepam.domain.durations import format_duration
@@ -61,6 +62,7 @@ def make_app(
     secure_cookies: bool,
     clock: Callable[[], datetime] = pages.now_utc,
     limiter: RateLimit | None = None,
+    oidc: OidcClient | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[headers_middleware(tls)], client_max_size=MAX_BODY)
     app[pages.CONSOLE] = pages.Console(
@@ -71,6 +73,7 @@ def make_app(
         broker=broker,
         secure_cookies=tls or secure_cookies,
         clock=clock,
+        oidc=oidc,
     )
 
     async def home(request: web.Request) -> web.StreamResponse:
@@ -89,6 +92,8 @@ def make_app(
             web.get("/healthz", healthz),
             web.get("/login", pages.login_page),
             web.post("/login", pages.login),
+            web.get("/login/oidc", pages.oidc_begin),
+            web.get("/login/callback", pages.oidc_callback),
             web.post("/logout", pages.logout),
             web.get("/access", pages.my_access),
             web.post("/access/checkouts/{ns}/{name}/checkin", pages.checkin),
@@ -149,13 +154,30 @@ def app_from_settings(
     key = Path(settings.console_session_key_file).read_bytes() if settings.console_session_key_file else None
     if key is not None and len(key.strip()) < 32:
         raise ValueError("the console session key must be at least 32 bytes of secret material")
+    oidc = None
+    if settings.console_oidc_issuer:
+        secret = settings.console_oidc_client_secret_file
+        oidc = OidcClient(
+            OidcConfig(
+                issuer=settings.console_oidc_issuer,
+                client_id=settings.console_oidc_client_id,
+                redirect_url=settings.console_oidc_redirect_url,
+                client_secret=Path(secret).read_text().strip() if secret else "",
+                ca_file=settings.console_oidc_ca_file,
+                scopes=settings.console_oidc_scopes,
+            )
+        )
+        if not settings.console_oidc_client_id or not settings.console_oidc_redirect_url:
+            raise ValueError("OIDC sign-in needs KUBEPAM_CONSOLE_OIDC_CLIENT_ID and _REDIRECT_URL")
     return make_app(
         Kube(server, ca if ca and Path(ca).is_file() else "", ca_data=ca_data),
+        oidc=oidc,
         session_key=key,
         session_ttl=settings.console_session_ttl,
         broker=settings.console_broker,
         tls=bool(settings.console_tls_cert),
         secure_cookies=settings.console_secure_cookies,
+        limiter=RateLimit(settings.console_signin_burst, settings.console_signin_per_minute),
     )
 
 

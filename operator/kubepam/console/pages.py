@@ -26,8 +26,9 @@ from aiohttp import web
 
 from kubepam.client.broker import exchange_fields, render_report
 from kubepam.console.kube import Kube, KubeError, Person
+from kubepam.console.oidc import OidcClient, OidcError, Pending
 from kubepam.console.security import RateLimit
-from kubepam.console.sessions import COOKIE, LOGIN_COOKIE, Sealer, Session
+from kubepam.console.sessions import COOKIE, LOGIN_COOKIE, OIDC_COOKIE, Sealer, Session
 from kubepam.domain import history as hist
 from kubepam.domain import verdicts
 from kubepam.domain.checkout import FINAL, judge_approval, object_name, parse_checkout_policy
@@ -53,6 +54,7 @@ class Console:
     broker: str
     secure_cookies: bool
     clock: Callable[[], datetime]
+    oidc: OidcClient | None = None
 
 
 CONSOLE = web.AppKey("console", Console)
@@ -222,14 +224,88 @@ def person_of(session: Session) -> Person:
 # -- sign-in ----------------------------------------------------------------------------------------
 
 
-async def login_page(request: web.Request) -> web.Response:
+async def login_page(request: web.Request, message: str = "", status: int = 200) -> web.Response:
     console = _console(request)
     state = console.sealer.open(request.cookies.get(LOGIN_COOKIE)) or {}
     csrf = str(state.get("c") or secrets.token_urlsafe(24))
+    if request.query.get("error", "") == "1" and not message:
+        message = "The API server did not accept that token."
     response = await render(
-        request, None, "login.html", csrf=csrf, error=request.query.get("error", "") == "1"
+        request, None, "login.html", csrf=csrf, message=message, oidc=console.oidc is not None
     )
+    response.set_status(status)
     _cookie(console, response, LOGIN_COOKIE, console.sealer.seal({"c": csrf}), 600)
+    return response
+
+
+def _start_session(
+    console: Console, response: web.StreamResponse, token: str, who: Person, max_age: int
+) -> None:
+    sealed = console.sealer.new_session(token, who.username, tuple(sorted(who.groups)))
+    _cookie(console, response, COOKIE, sealed, max(1, min(max_age, int(console.sealer.ttl.total_seconds()))))
+    response.del_cookie(LOGIN_COOKIE, path="/")
+
+
+async def oidc_begin(request: web.Request) -> web.StreamResponse:
+    """Send the browser to the identity provider (authorization code + PKCE)."""
+    console = _console(request)
+    if console.oidc is None:
+        raise web.HTTPNotFound(text="OIDC sign-in is not configured")
+    try:
+        url, pending = await console.oidc.begin()
+    except (OidcError, aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("OIDC sign-in could not start: %s", exc)
+        return await login_page(request, f"The identity provider is unreachable: {type(exc).__name__}", 502)
+    response = web.HTTPSeeOther(url)
+    # Lax, not Strict: it must come back with the provider's cross-site redirect to /login/callback.
+    response.set_cookie(
+        OIDC_COOKIE,
+        console.sealer.seal(pending.as_dict()),
+        max_age=600,
+        path="/login",
+        httponly=True,
+        samesite="Lax",
+        secure=console.secure_cookies,
+    )
+    raise response
+
+
+async def oidc_callback(request: web.Request) -> web.StreamResponse:
+    """The provider's redirect back: check state, redeem the code, verify the ID token, ask the API server
+    who it is, and start the session."""
+    console = _console(request)
+    if console.oidc is None:
+        raise web.HTTPNotFound(text="OIDC sign-in is not configured")
+    remote = request.remote or "unknown"
+    if console.limiter.blocked(remote):
+        raise web.HTTPTooManyRequests(text="too many failed sign-ins from this address: wait a minute")
+    data = console.sealer.open(request.cookies.get(OIDC_COOKIE), ttl=timedelta(minutes=10))
+    pending = Pending.from_dict(data) if data else None
+    error = request.query.get("error", "")
+    try:
+        if error:
+            raise OidcError(f"the identity provider said: {error[:100]}")
+        if pending is None:
+            raise OidcError(
+                "this sign-in was not started in this browser, or took over 10 minutes: start again"
+            )
+        id_token, expires = await console.oidc.finish(
+            pending, request.query.get("state", ""), request.query.get("code", "")
+        )
+        who = await console.kube.whoami(id_token)
+    except (OidcError, KubeError, aiohttp.ClientError, TimeoutError) as exc:
+        console.limiter.failed(remote)
+        reason = exc.message if isinstance(exc, KubeError) else str(exc) or type(exc).__name__
+        log.info("OIDC sign-in refused from %s: %s", remote, reason)
+        response = await login_page(request, f"Sign-in failed: {reason}", 403)
+        response.del_cookie(OIDC_COOKIE, path="/login")
+        return response
+    log.info("%s signed in with OIDC from %s", who.username, remote)
+    # A page, not a redirect: the session cookie is SameSite=Strict, and a redirect chain that began at
+    # the provider would not carry it; the refresh below is a same-site navigation that does.
+    response = await render(request, None, "continue.html")
+    _start_session(console, response, id_token, who, expires - int(console.clock().timestamp()))
+    response.del_cookie(OIDC_COOKIE, path="/login")
     return response
 
 
@@ -255,14 +331,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/login?error=1") from None
     log.info("%s signed in from %s", who.username, remote)
     response = web.HTTPSeeOther("/access")
-    _cookie(
-        console,
-        response,
-        COOKIE,
-        console.sealer.new_session(token, who.username, tuple(sorted(who.groups))),
-        int(console.sealer.ttl.total_seconds()),
-    )
-    response.del_cookie(LOGIN_COOKIE, path="/")
+    _start_session(console, response, token, who, int(console.sealer.ttl.total_seconds()))
     raise response
 
 

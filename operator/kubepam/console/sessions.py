@@ -23,6 +23,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 COOKIE = "kubepam_session"
 LOGIN_COOKIE = "kubepam_login"  # carries the sign-in form's CSRF secret before there is a session
+OIDC_COOKIE = "kubepam_oidc"  # an OIDC sign-in in progress: state, nonce, PKCE verifier (10 minutes)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,17 @@ from kubepam.dev.identities import IDENTITIES, Identity
 from kubepam.dev.pki import make_pki
 
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+OIDC_USERNAME_PREFIX = "oidc:"  # people from an OIDC issuer never collide with the token-file identities
+
+
+@dataclass(frozen=True)
+class OidcTrust:
+    """An OIDC issuer the API server trusts for ID tokens (structured AuthenticationConfiguration): the
+    `preferred_username` claim, prefixed, is the username; the `groups` claim gives the groups."""
+
+    issuer: str
+    ca_pem: str
+    audience: str
 
 
 def repo_root() -> Path:
@@ -66,6 +77,7 @@ class ControlPlane:
     pids: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
     startup_seconds: float = 0.0
+    oidc: OidcTrust | None = None
 
     # ----- paths -------------------------------------------------------------------------------
     @property
@@ -235,9 +247,33 @@ class ControlPlane:
             "--quota-backend-bytes=2147483648",
         ]
 
+    def _authentication_config(self, oidc: OidcTrust) -> Path:
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AuthenticationConfiguration",
+            "jwt": [
+                {
+                    "issuer": {
+                        "url": oidc.issuer,
+                        "audiences": [oidc.audience],
+                        "certificateAuthority": oidc.ca_pem,
+                    },
+                    "claimMappings": {
+                        "username": {"claim": "preferred_username", "prefix": OIDC_USERNAME_PREFIX},
+                        "groups": {"claim": "groups", "prefix": ""},
+                    },
+                }
+            ],
+        }
+        path = self.state_dir / "pki" / "authentication.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
     def _apiserver_args(self) -> list[str]:
         pki = self.state_dir / "pki"
+        oidc = [f"--authentication-config={self._authentication_config(self.oidc)}"] if self.oidc else []
         return [
+            *oidc,
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
