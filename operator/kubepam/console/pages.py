@@ -23,6 +23,8 @@ from urllib.parse import quote
 import aiohttp
 import jinja2
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from kubepam.client.broker import exchange_fields, render_report
 from kubepam.console.kube import Kube, KubeError, Person
@@ -31,9 +33,8 @@ from kubepam.console.security import RateLimit
 from kubepam.console.sessions import COOKIE, LOGIN_COOKIE, OIDC_COOKIE, Sealer, Session
 from kubepam.domain import history as hist
 from kubepam.domain import verdicts
-from kubepam.domain.checkout import FINAL, judge_approval, object_name, parse_checkout_policy
+from kubepam.domain.checkout import FINAL, judge_approval, object_name
 from kubepam.domain.durations import format_duration, parse_duration
-from kubepam.domain.errors import SpecError
 from kubepam.domain.jit import ADMIN_GROUPS
 from kubepam.domain.policy import Capability, Request, Subject, evaluate
 
@@ -86,15 +87,22 @@ def session_of(request: web.Request) -> Session:
     return session
 
 
-async def form_of(request: web.Request, session: Session) -> Mapping[str, str]:
-    """A POST's fields, after its CSRF token matched the session's."""
+async def posted(
+    request: web.Request, session: Session
+) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """A POST's body, after its CSRF token matched the session's."""
     data = await request.post()
-    fields = {k: v for k, v in data.items() if isinstance(v, str)}
-    if not session.valid_csrf(fields.get("csrf", "")):
+    csrf = data.get("csrf", "")
+    if not isinstance(csrf, str) or not session.valid_csrf(csrf):
         raise web.HTTPForbidden(
             text="the form's CSRF token is missing or wrong: reload the page and try again"
         )
-    return fields
+    return data
+
+
+async def form_of(request: web.Request, session: Session) -> Mapping[str, str]:
+    """A POST's single-valued text fields, after the CSRF check."""
+    return {k: v for k, v in (await posted(request, session)).items() if isinstance(v, str)}
 
 
 def _name(value: str, what: str) -> str:
@@ -325,9 +333,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     try:
         who = await console.kube.whoami(token)
     except KubeError as exc:
-        if exc.status in (401, 403):
-            console.limiter.failed(remote)
         log.info("sign-in refused from %s: HTTP %s", remote, exc.status)  # never the token
+        if exc.status not in (401, 403):  # not the token's fault: say what is wrong
+            return await login_page(request, f"Sign-in failed: {exc.message}", 503)
+        console.limiter.failed(remote)
         raise web.HTTPSeeOther("/login?error=1") from None
     log.info("%s signed in from %s", who.username, remote)
     response = web.HTTPSeeOther("/access")
@@ -384,13 +393,6 @@ async def my_access(request: web.Request, session: Session) -> web.Response:
         if _mine(o, me, "requester")
     ]
     return await render(request, session, "access.html", checkouts=checkouts, jit=jit, certs=certs)
-
-
-async def _owned_checkout(console: Console, session: Session, ns: str, name: str) -> dict[str, Any]:
-    obj = await console.kube.get(session.token, "checkouts", ns, name)
-    if not _mine(obj, session.username, "requester"):
-        raise KubeError(403, f"checkout {ns}/{name} is not yours")
-    return obj
 
 
 @guarded
@@ -593,12 +595,8 @@ async def _dry_run(
 @guarded
 async def request_jit(request: web.Request, session: Session) -> web.StreamResponse:
     console = _console(request)
-    data = await request.post()
+    data = await posted(request, session)
     fields = {k: v for k, v in data.items() if isinstance(v, str)}
-    if not session.valid_csrf(fields.get("csrf", "")):
-        raise web.HTTPForbidden(
-            text="the form's CSRF token is missing or wrong: reload the page and try again"
-        )
     groups = [g for g in data.getall("groups", []) if isinstance(g, str)]
     ns, project = _split(fields.get("project", ""), 2)
     _name(ns, "namespace")
@@ -671,14 +669,9 @@ def may_decide(w: World, session: Session, obj: Mapping[str, Any]) -> tuple[bool
     """Would an approval by this person be accepted (the operator's `judge_approval`)?"""
     ns, _ = _key(obj)
     spec = obj.get("spec") or {}
-    policy = None
-    for p in _by_ns(w.checkout_policies, ns):
-        try:
-            candidate = parse_checkout_policy(p.get("spec") or {})
-        except SpecError:
-            continue
-        if candidate.project == spec.get("project") and candidate.covers(str(spec.get("account"))):
-            policy = candidate
+    policy = verdicts.covering_policy(
+        _by_ns(w.checkout_policies, ns), str(spec.get("project")), str(spec.get("account"))
+    )
     if policy is None:
         return False, "no CheckoutPolicy covers this account"
     decision = evaluate(

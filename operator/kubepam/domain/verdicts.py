@@ -12,6 +12,7 @@ from typing import Any
 
 from kubepam.domain import jit
 from kubepam.domain.checkout import (
+    CheckoutPolicySpec,
     Elevation,
     Phase,
     checkout_duration,
@@ -59,6 +60,21 @@ def access_policies(objects: Sequence[Mapping[str, Any]]) -> list[Policy]:
     return out
 
 
+def covering_policy(
+    checkout_policies: Sequence[Mapping[str, Any]], project: str, account: str
+) -> CheckoutPolicySpec | None:
+    """The CheckoutPolicy of a project that covers an account (an invalid one covers nothing)."""
+    found = None
+    for obj in checkout_policies:
+        try:
+            candidate = parse_checkout_policy(obj.get("spec") or {})
+        except SpecError:
+            continue
+        if candidate.project == project and candidate.covers(account):
+            found = candidate
+    return found
+
+
 def holder_of(
     checkouts: Sequence[Mapping[str, Any]], namespace: str, project: str, account: str
 ) -> Mapping[str, Any] | None:
@@ -99,14 +115,7 @@ def checkout_verdict(
         return Verdict(False, f"project {name} is invalid: {exc}")
     if account not in {str(a.get("name")) for a in spec.shared_accounts}:
         return Verdict(False, f"project {name} has no shared account {account}")
-    policy = None
-    for obj in checkout_policies:
-        try:
-            candidate = parse_checkout_policy(obj.get("spec") or {})
-        except SpecError:
-            continue
-        if candidate.project == name and candidate.covers(account):
-            policy = candidate
+    policy = covering_policy(checkout_policies, name, account)
     if policy is None:
         return Verdict(False, f"no CheckoutPolicy of project {name} covers account {account}")
     decision = evaluate(
