@@ -192,6 +192,7 @@ def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
     assert left and left != "0s", left
     alice.shot("3-my-access-active")
     card.find_element("css selector", "button.reveal").click()
+    alice.el("pre.secret")  # the click's navigation may still be going: wait for the page that has it
     secret = alice.els("pre.secret")
     assert secret and all(s.text for s in secret), "the credential is shown on click"
     alice.shot("4-reveal")
