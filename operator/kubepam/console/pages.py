@@ -111,16 +111,29 @@ def _name(value: str, what: str) -> str:
     return value
 
 
+def _target(request: web.Request, what: str) -> tuple[str, str]:
+    """The namespace and name an action's path names, each a valid Kubernetes name."""
+    return _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], what)
+
+
 def back(console: Console, location: str, message: str, level: str = "ok") -> web.HTTPSeeOther:
     response = web.HTTPSeeOther(location)
     _cookie(console, response, FLASH, console.sealer.seal({"m": message[:600], "l": level}), 60)
     return response
 
 
-async def render(request: web.Request, session: Session | None, template: str, **ctx: Any) -> web.Response:
+async def render(
+    request: web.Request,
+    session: Session | None,
+    template: str,
+    caps: dict[str, bool] | None = None,
+    **ctx: Any,
+) -> web.Response:
+    """A page; `caps` when the handler already asked the API server what the person may do."""
     console = _console(request)
     flash = console.sealer.open(request.cookies.get(FLASH)) if session is not None else None
-    caps = await capabilities(console, session) if session is not None else {}
+    if caps is None:
+        caps = await capabilities(console, session) if session is not None else {}
     html = console.templates.get_template(template).render(
         me=session, caps=caps, flash=flash, now=console.clock(), path=request.path, **ctx
     )
@@ -399,7 +412,7 @@ async def my_access(request: web.Request, session: Session) -> web.Response:
 async def checkin(request: web.Request, session: Session) -> web.StreamResponse:
     console = _console(request)
     await form_of(request, session)
-    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    ns, name = _target(request, "checkout")
     await console.kube.patch(session.token, "checkouts", ns, name, {"spec": {"checkin": {"requested": True}}})
     raise back(console, "/access", f"checkout {ns}/{name}: check-in requested")
 
@@ -408,7 +421,7 @@ async def checkin(request: web.Request, session: Session) -> web.StreamResponse:
 async def extend(request: web.Request, session: Session) -> web.StreamResponse:
     console = _console(request)
     fields = await form_of(request, session)
-    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    ns, name = _target(request, "checkout")
     duration = fields.get("duration", "")
     try:
         parse_duration(duration)
@@ -422,7 +435,7 @@ async def extend(request: web.Request, session: Session) -> web.StreamResponse:
 async def elevate(request: web.Request, session: Session) -> web.StreamResponse:
     console = _console(request)
     fields = await form_of(request, session)
-    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    ns, name = _target(request, "checkout")
     reason = fields.get("reason", "").strip()
     if len(reason) < 3:
         raise back(console, "/access", "elevation: a reason is required", "error")
@@ -437,7 +450,7 @@ async def disable_jit(request: web.Request, session: Session) -> web.StreamRespo
     """End a JIT account's window now (the API server lets only its owner or a security admin)."""
     console = _console(request)
     await form_of(request, session)
-    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "JIT account")
+    ns, name = _target(request, "JIT account")
     await console.kube.patch(session.token, "jitaccounts", ns, name, {"spec": {"disabled": True}})
     raise back(console, "/access", f"JIT account {ns}/{name}: disable requested")
 
@@ -450,7 +463,7 @@ async def reveal(request: web.Request, session: Session) -> web.StreamResponse:
     plural = request.match_info["kind"]
     if plural not in REVEALABLE:
         raise web.HTTPNotFound()
-    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "name")
+    ns, name = _target(request, "name")
     obj = await console.kube.get(session.token, plural, ns, name)
     field = "requester" if plural == "checkouts" else "owner"
     status = obj.get("status") or {}
@@ -717,14 +730,14 @@ async def approvals(request: web.Request, session: Session) -> web.Response:
                 ),
             }
         )
-    return await render(request, session, "approvals.html", rows=rows)
+    return await render(request, session, "approvals.html", caps=caps, rows=rows)
 
 
 @guarded
 async def decide(request: web.Request, session: Session) -> web.StreamResponse:
     console = _console(request)
     fields = await form_of(request, session)
-    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    ns, name = _target(request, "checkout")
     decision = {"approve": "Approved", "deny": "Denied"}.get(fields.get("decision", ""))
     if decision is None:
         raise web.HTTPBadRequest(text="decision: approve or deny")
@@ -775,7 +788,7 @@ async def accounts(request: web.Request, session: Session) -> web.Response:
 @guarded
 async def force_confirm(request: web.Request, session: Session) -> web.Response:
     console = _console(request)
-    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    ns, name = _target(request, "checkout")
     obj = await console.kube.get(session.token, "checkouts", ns, name)
     return await render(request, session, "force.html", obj=obj)
 
@@ -784,7 +797,7 @@ async def force_confirm(request: web.Request, session: Session) -> web.Response:
 async def force(request: web.Request, session: Session) -> web.StreamResponse:
     console = _console(request)
     fields = await form_of(request, session)
-    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "checkout")
+    ns, name = _target(request, "checkout")
     if fields.get("confirm") != name:
         raise back(console, "/accounts", "force check-in not confirmed: type the checkout's name", "error")
     await console.kube.patch(session.token, "checkouts", ns, name, {"spec": {"checkin": {"force": True}}})
@@ -846,7 +859,7 @@ async def connections(request: web.Request, session: Session) -> web.Response:
 async def set_phase(request: web.Request, session: Session) -> web.StreamResponse:
     console = _console(request)
     fields = await form_of(request, session)
-    ns, name = _name(request.match_info["ns"], "namespace"), _name(request.match_info["name"], "connection")
+    ns, name = _target(request, "connection")
     phase = {"promote": "Active", "demote": "Draft"}.get(fields.get("to", ""))
     if phase is None:
         raise web.HTTPBadRequest(text="to: promote or demote")
