@@ -17,11 +17,9 @@ import asyncio
 import json
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from common import pct  # noqa: E402
 from kubepam.console.kube import Kube  # noqa: E402
 from kubepam.dev.cluster import ControlPlane, ensure_binaries, free_port  # noqa: E402
 from kubepam.dev.install import install, run  # noqa: E402
+from tests.e2e.console_world import start_console, stop_console  # noqa: E402
 from tests.e2e.harness import team_namespace  # noqa: E402
 
 NS = "bench-console"
@@ -132,36 +131,11 @@ def main() -> int:
         try:
             install(lambda *a, **kw: plane.kubectl("admin", *a, **kw))
             seed(plane, args.accounts, args.checkouts)
-            port = free_port()
-            console = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kubepam",
-                    "console",
-                    "--kubeconfig",
-                    str(plane.kubeconfig("admin")),
-                    "--port",
-                    str(port),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/healthz", timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+            console, url = start_console(plane, free_port())
             results = asyncio.run(measure(plane, url, args.rounds))
         finally:
             if console is not None:
-                console.terminate()
-                console.wait(10)
+                stop_console(console)
             plane.stop()
     base = statistics.median(results["floor"])
     print(

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from kubepam.dev.cluster import ControlPlane, free_port
-from tests.e2e.harness import OperatorProcess, apply, team_namespace
+from tests.e2e.harness import OperatorProcess, apply, kubepam_object, team_namespace
 from tests.oidc_provider import CLIENT_ID as OIDC_CLIENT_ID
 from tests.oidc_provider import OidcProvider
 
@@ -30,13 +30,52 @@ ACTIONS_ACCOUNT = "web_admin"
 CONNECTION = "ci"
 
 
-def obj(kind: str, name: str, spec: dict[str, Any], namespace: str = NS) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubepam.io/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
+def obj(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return kubepam_object(kind, name, spec, NS)
+
+
+def start_console(
+    plane: ControlPlane, port: int, env: dict[str, str] | None = None, log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`kubepam console` as its own process on a loopback port, once it answers /healthz. The admin
+    kubeconfig gives only the API server's address and CA: the console never reads its credentials
+    (kubepam.console.app.cluster_of), and the import contract keeps clients out."""
+    with (log or Path(os.devnull)).open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kubepam",
+                "console",
+                "--kubeconfig",
+                str(plane.kubeconfig("admin")),
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2):
+                return proc, url
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                output = log.read_text() if log else ""
+                raise RuntimeError(f"the console did not start:\n{output}") from None
+            time.sleep(0.2)
+
+
+def stop_console(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 @dataclass
@@ -139,40 +178,8 @@ def console(
         KUBEPAM_CONSOLE_OIDC_REDIRECT_URL=f"http://127.0.0.1:{port}/login/callback",
         KUBEPAM_CONSOLE_OIDC_CA_FILE=str(workdir / "idp-ca.crt"),
     )
-    with log.open("w") as out:
-        # The admin kubeconfig gives only the API server's address and CA: the console never reads its
-        # credentials (kubepam.console.app.cluster_of), and the import contract keeps clients out.
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubepam",
-                "console",
-                "--kubeconfig",
-                str(plane.kubeconfig("admin")),
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2):
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"the console did not start:\n{log.read_text()}") from None
-            time.sleep(0.2)
+    proc, url = start_console(plane, port, env, log)
     try:
         yield ConsoleServer(url, plane, log, oidc_provider)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_console(proc)

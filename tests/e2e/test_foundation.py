@@ -306,8 +306,10 @@ def test_helm_chart_lints_and_installs(plane: ControlPlane, tmp_path: Path) -> N
         )
 
 
-def test_chart_grants_and_enforces_exactly_what_manifests_do(plane: ControlPlane) -> None:
-    rendered = subprocess.run(
+def render_chart(plane: ControlPlane, *values: str) -> str:
+    """`helm template` of the chart as release kubepam in kubepam-system, with --set values."""
+    sets = [arg for value in values for arg in ("--set", value)]
+    return subprocess.run(
         [
             str(plane.bin_dir / "helm"),
             "template",
@@ -317,11 +319,16 @@ def test_chart_grants_and_enforces_exactly_what_manifests_do(plane: ControlPlane
             "kubepam-system",
             "--kube-version",
             "1.36.3",
+            *sets,
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+
+
+def test_chart_grants_and_enforces_exactly_what_manifests_do(plane: ControlPlane) -> None:
+    rendered = render_chart(plane)
     from_chart = {
         (d["kind"], d["metadata"]["name"]): d.get("rules")
         for d in yaml.safe_load_all(rendered)
@@ -340,33 +347,15 @@ def test_chart_console_holds_no_authority(plane: ControlPlane) -> None:
     """console.enabled: its own Deployment with no ServiceAccount token mounted and no RBAC of its own (the
     cluster CA comes from kube-root-ca.crt); console.inOperator: the operator's pods serve it too; both
     share one session-key Secret."""
-    rendered = subprocess.run(
-        [
-            str(plane.bin_dir / "helm"),
-            "template",
-            "kubepam",
-            str(ROOT / "charts" / "kubepam"),
-            "-n",
-            "kubepam-system",
-            "--kube-version",
-            "1.36.3",
-            "--set",
-            "console.enabled=true",
-            "--set",
-            "console.inOperator=true",
-            "--set",
-            "console.oidc.issuer=https://idp.example.com",
-            "--set",
-            "console.oidc.clientID=kubepam-console",
-            "--set",
-            "console.oidc.redirectURL=https://pam.example.com/login/callback",
-            "--set",
-            "console.oidc.caConfigMap=idp-ca",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    rendered = render_chart(
+        plane,
+        "console.enabled=true",
+        "console.inOperator=true",
+        "console.oidc.issuer=https://idp.example.com",
+        "console.oidc.clientID=kubepam-console",
+        "console.oidc.redirectURL=https://pam.example.com/login/callback",
+        "console.oidc.caConfigMap=idp-ca",
+    )
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
     sa = by[("ServiceAccount", "kubepam-console")]
