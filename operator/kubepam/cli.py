@@ -360,6 +360,7 @@ def cmd_checkouts(args: argparse.Namespace) -> int:
                 args.duration,
                 args.elevate,
                 args.wait,
+                args.break_glass,
             )
             status = obj.get("status") or {}
             name = obj["metadata"]["name"]
@@ -394,6 +395,7 @@ def cmd_checkouts(args: argparse.Namespace) -> int:
             "EXPIRES",
             "LEFT",
             "ELEVATION",
+            "BREAK-GLASS",
         ]
         _table(header, co.listing(None if args.all_namespaces else args.namespace))
         return 0
@@ -582,6 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--reason", required=True, help="why (kept for audit)")
     co.add_argument("--duration", help="how long (capped by the policy)")
     co.add_argument("--elevate", action="store_true", help="also request privilege elevation")
+    co.add_argument(
+        "--break-glass",
+        metavar="REASON",
+        help="approve it yourself in an emergency, where the CheckoutPolicy allows (capped window, flagged)",
+    )
     co.add_argument("--show", action="store_true", help="print the credential (it is yours alone to read)")
     co.add_argument("--wait", type=float, default=60)
     co.add_argument("-n", "--namespace", default=namespace)
@@ -592,7 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("-n", "--namespace", default=namespace)
     ci.set_defaults(fn=cmd_checkouts)
     for verb in ("approve", "deny"):
-        decide = sub.add_parser(verb, help=f"{verb} a pending elevation")
+        decide = sub.add_parser(
+            verb, help=f"{verb} a checkout's open request (checkout, elevation, extension)"
+        )
         decide.add_argument("name")
         decide.add_argument("--reason", default="")
         decide.add_argument("-n", "--namespace", default=namespace)

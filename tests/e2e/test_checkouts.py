@@ -329,18 +329,25 @@ def test_elevation_needs_an_approver_who_is_not_the_requester_and_ends_with_its_
     wait_phase(plane, "alice-elev", ("Active",))
     wait_elevation(plane, "alice-elev", "PENDING")
     assert "app_owner" not in pg.member_of(ACCOUNT)
-    approve = [
-        "patch",
-        "checkout",
-        "alice-elev",
-        "-n",
-        NS,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"approval": {"decision": "Approved", "approver": "alice"}}}),
-    ]
-    own = plane.kubectl("alice", *approve, check=False)
+    request = status(plane, "alice-elev")["approvalRequest"]
+    assert request["id"] == "elevation-1" and request["state"] == "Pending"
+
+    def approve(decision: str = "Approved") -> list[str]:
+        vote = {"request": "elevation-1", "decision": decision, "approver": "alice"}
+        patch = [{"op": "add", "path": "/status/approvals/-", "value": vote}]
+        return [
+            "patch",
+            "checkout",
+            "alice-elev",
+            "-n",
+            NS,
+            "--subresource=status",
+            "--type=json",
+            "-p",
+            json.dumps(patch),
+        ]
+
+    own = plane.kubectl("alice", *approve(), check=False)
     assert own.returncode != 0 and "Forbidden" in own.stderr  # RBAC: users cannot write status at all
     plane.kubectl(
         "admin",
@@ -351,8 +358,8 @@ def test_elevation_needs_an_approver_who_is_not_the_requester_and_ends_with_its_
         "--user=alice",
         check=False,
     )
-    own = plane.kubectl("admin", *approve, "--as", "alice", "--as-group", "kubepam:approvers", check=False)
-    assert own.returncode != 0 and "the requester cannot approve or deny their own elevation" in own.stderr
+    own = plane.kubectl("admin", *approve(), "--as", "alice", "--as-group", "kubepam:approvers", check=False)
+    assert own.returncode != 0 and "the requester cannot approve or deny their own request" in own.stderr
     meddling = plane.kubectl(
         "approver",
         "patch",
@@ -366,19 +373,18 @@ def test_elevation_needs_an_approver_who_is_not_the_requester_and_ends_with_its_
         '{"status":{"phase":"CheckedIn"}}',
         check=False,
     )
-    assert meddling.returncode != 0 and "people may only write status.approval" in meddling.stderr
-    ok = plane.kubectl("approver", *approve, check=False)
+    assert meddling.returncode != 0 and "people may only append to status.approvals" in meddling.stderr
+    ok = plane.kubectl("approver", *approve(), check=False)
     assert ok.returncode == 0, ok.stderr
-    approval = status(plane, "alice-elev")["approval"]
-    assert approval["approver"] == "approver"  # stamped by the API server, not the client's "alice"
+    (vote,) = status(plane, "alice-elev")["approvals"]
+    assert vote["approver"] == "approver"  # stamped by the API server, not the client's "alice"
     elevated = wait_elevation(plane, "alice-elev", "ELEVATED")
     assert "app_owner" in pg.member_of(ACCOUNT)
     assert elevated["elevation"]["expiresAt"]
     wait_elevation(plane, "alice-elev", "REMOVED", timeout=40)  # the 10 s approval window ran out
     assert "app_owner" not in pg.member_of(ACCOUNT)
-    late = [*approve[:-1], json.dumps({"status": {"approval": {"decision": "Denied"}}})]
-    again = plane.kubectl("approver", *late, check=False)
-    assert again.returncode != 0 and "nothing to approve: elevation is REMOVED" in again.stderr
+    again = plane.kubectl("april", *approve("Denied"), check=False)
+    assert again.returncode != 0 and "nothing to approve: request elevation-1 is Approved" in again.stderr
     assert checkin(plane, "alice", "alice-elev").returncode == 0
     wait_phase(plane, "alice-elev", ("CheckedIn",))
 
@@ -436,9 +442,9 @@ def test_operator_killed_mid_rotation_finishes_once_loses_no_expiry_and_leaves_n
         "-n",
         NS,
         "--subresource=status",
-        "--type=merge",
+        "--type=json",
         "-p",
-        '{"status":{"approval":{"decision":"Approved"}}}',
+        '[{"op":"add","path":"/status/approvals/-","value":{"request":"elevation-1","decision":"Approved"}}]',
     )
     wait_elevation(plane, "alice-crash", "ELEVATED")
     checkout(plane, "bob", "bob-ops", account=OPS, project="ops", duration="10s")

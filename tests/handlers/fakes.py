@@ -230,8 +230,14 @@ class FakeRbac:
 class FakeEvents:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str]] = []
+        self.warnings: list[str] = []  # reasons of Warning events
+        self.audits: list[tuple[str, Any]] = []  # (reason, audit fields)
 
     async def emit(
         self, obj: Mapping[str, Any], reason: str, message: str, *, warning: bool = False, audit: Any = None
     ) -> None:
         self.seen.append((obj["metadata"]["name"], reason, message))
+        if warning:
+            self.warnings.append(reason)
+        if audit is not None:
+            self.audits.append((reason, audit))

@@ -23,7 +23,7 @@ SECRET_A = credential_secret_name("a", "uid-a")
 
 
 class Dir:
-    def __init__(self) -> None:
+    def __init__(self, **policy: Any) -> None:
         self._project = replace(
             parse_project({"sharedAccounts": [{"name": "admin", "backend": "kubernetes"}]}), uid="project-uid"
         )
@@ -37,6 +37,7 @@ class Dir:
                     "namespaces": [APPS],
                     "approvalWindow": "10m",
                 },
+                **policy,
             }
         )
         self._policies = [
@@ -72,14 +73,15 @@ class Dir:
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, **policy: Any) -> None:
+        """``policy``: CheckoutPolicy spec fields over the default one."""
         self.clock = Clock()
         self.objects, self.secrets, self.rbac = FakeObjects(), FakeSecrets(), FakeRbac()
         self.leases, self.events = FakeLeases(), FakeEvents()
         self.accounts = Accounts(self.secrets, self.clock)
         self.scheduler = Scheduler(self.clock)
         self.service = CheckoutService(
-            Dir(),
+            Dir(**policy),
             self.objects,
             self.leases,
             self.secrets,
@@ -104,6 +106,18 @@ class World:
                     **spec,
                 },
             },
+        )
+
+    def vote(self, name: str, approver: str, decision: str, *groups: str, request: str = "") -> None:
+        """What the API server stores for an approver's appended vote (it stamps approver and groups)."""
+        status = self.objects.items[("checkouts", NS, name)].setdefault("status", {})
+        status.setdefault("approvals", []).append(
+            {
+                "request": request or status["approvalRequest"]["id"],
+                "decision": decision,
+                "approver": approver,
+                "groups": list(groups),
+            }
         )
 
     async def step(self, name: str) -> dict[str, Any]:
@@ -175,25 +189,16 @@ async def test_elevation_waits_for_a_real_approver_then_ends_with_its_window() -
     w = World()
     w.create("a", "alice", elevation={"requested": True})
     status = await w.step("a")
-    assert status["elevation"]["state"] == "PENDING"
-    w.objects.items[("checkouts", NS, "a")]["status"]["approval"] = {
-        "decision": "Approved",
-        "approver": "alice",
-    }
+    assert status["elevation"]["state"] == "PENDING" and status["approvalRequest"]["id"] == "elevation-1"
+    w.vote("a", "alice", "Approved")
     status = await w.step("a")
     assert (
         status["elevation"]["state"] == "PENDING"
-        and "cannot approve their own" in status["elevation"]["lastError"]
+        and "not counted: alice is the requester" in status["approvalRequest"]["message"]
     )
-    w.objects.items[("checkouts", NS, "a")]["status"]["approval"] = {
-        "decision": "Approved",
-        "approver": "mallory",
-    }
-    assert "not an approver" in (await w.step("a"))["elevation"]["lastError"]
-    w.objects.items[("checkouts", NS, "a")]["status"]["approval"] = {
-        "decision": "Approved",
-        "approver": "approver",
-    }
+    w.vote("a", "mallory", "Approved")
+    assert "mallory is not an approver" in (await w.step("a"))["approvalRequest"]["message"]
+    w.vote("a", "approver", "Approved")
     status = await w.step("a")
     assert status["elevation"]["state"] == "ELEVATED" and w.rbac.bindings[
         (APPS, elevation_binding_name("a", "uid-a"))

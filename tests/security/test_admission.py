@@ -7,7 +7,7 @@ must be refused by the API server with a message that says why, and leave the ob
 - a Checkout's spec.groups is immutable; spec.duration and spec.elevation change only by the requester,
   and only while they are still in every group the checkout was made with (not by a security admin,
   who may force a check-in instead); no checkout is born force-checked-in;
-- an approver writes only status.approval of a checkout;
+- an approver only appends one vote to status.approvals of a checkout, on its open request;
 - a certificate request, a Checkout and a JitAccount are changed (metadata included) or deleted only by
   their requester or owner, a security admin or the cluster itself, even where RBAC is generous;
 - only security admins choose a JitAccount's spec.accountName, and nobody changes it after creation.
@@ -247,8 +247,8 @@ def test_only_the_requester_extends_or_elevates_a_checkout(plane: ControlPlane, 
     for body in ({"spec": {"duration": "8h"}}, {"spec": {"elevation": {"requested": True}}}):
         refused(
             patch(plane, "sonia", "checkout", "mallory-extend", body),
-            "only the requester (mallory) may change spec.duration or spec.elevation of this checkout; "
-            "a security admin may force its check-in instead",
+            "only the requester (mallory) may change spec.duration, spec.elevation or spec.breakGlass of "
+            "this checkout; a security admin may force its check-in instead",
         )
         refused(
             patch(plane, "victor", "checkout", "mallory-extend", body),
@@ -300,7 +300,7 @@ def test_no_checkout_is_created_force_checked_in(plane: ControlPlane, env: None)
     assert not (get(plane, "checkout", "mallory-force")["spec"].get("checkin") or {}).get("force")
 
 
-def test_an_approver_writes_only_the_approval_of_a_checkouts_status(plane: ControlPlane, env: None) -> None:
+def test_an_approver_only_appends_votes_to_a_checkouts_status(plane: ControlPlane, env: None) -> None:
     assert checkout(plane, "victor", "victor-status", "ops_victor").returncode == 0
     deadline = time.monotonic() + 30  # let the operator write its status first, so there is one to forge
     while time.monotonic() < deadline and not get(plane, "checkout", "victor-status").get("status"):
@@ -310,14 +310,30 @@ def test_an_approver_writes_only_the_approval_of_a_checkouts_status(plane: Contr
         {"observedGeneration": 999},
         {"phase": "CheckedIn"},
         {"holder": "april"},
+        {"approvalRequest": {"id": "checkout-9", "state": "Approved"}},
+        {"breakGlass": {"used": False}},
+        {"approvedDuration": "24h"},
     ):
         refused(
             patch(plane, "april", "checkout", "victor-status", {"status": forged}, "--subresource=status"),
-            "people may only write status.approval; the rest of a checkout's status is the operator's",
+            "people may only append to status.approvals; the rest of a checkout's status is the operator's",
         )
         status = get(plane, "checkout", "victor-status").get("status") or {}
         for key, value in forged.items():
             assert status.get(key) != value, status
+    vote = {"request": "checkout-1", "decision": "Approved"}
+    refused(
+        patch(
+            plane,
+            "april",
+            "checkout",
+            "victor-status",
+            {"status": {"approvals": [vote]}},
+            "--subresource=status",
+        ),
+        "nothing to approve: no approval was requested",
+    )
+    assert not (get(plane, "checkout", "victor-status").get("status") or {}).get("approvals")
 
 
 def test_only_the_requester_changes_or_deletes_a_certificate_request(plane: ControlPlane, env: None) -> None:

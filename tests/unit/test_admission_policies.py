@@ -32,17 +32,17 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-def test_people_may_write_only_the_approval_of_a_checkouts_status() -> None:
+def test_people_may_only_append_votes_to_a_checkouts_status() -> None:
     status = _crd_version("checkout.yaml")["properties"]["status"]["properties"]
     (rule,) = [
         v
         for v in _policy("kubepam-checkout-approval")["spec"]["validations"]
-        if "people may only write status.approval" in v.get("message", "")
+        if "people may only append to status.approvals" in v.get("message", "")
     ]
     expression = _squash(rule["expression"])
     compared = set(re.findall(r"object\.\?status\.\?(\w+) == oldObject\.\?status\.\?\1\b", expression))
-    assert "approval" in status and "approval" not in compared
-    assert compared == set(status) - {"approval"}, f"not compared: {set(status) - {'approval'} - compared}"
+    assert "approvals" in status and "approvals" not in compared
+    assert compared == set(status) - {"approvals"}, f"not compared: {set(status) - {'approvals'} - compared}"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from kubepam.domain.checkout import (
     checkout_duration,
     denial_message,
     elevation_on_grant,
-    judge_approval,
     object_name,
     parse_checkout_policy,
 )
@@ -112,30 +111,6 @@ def test_rotation_flags(rotation: dict[str, Any], reason: CheckinReason, rotates
 )
 def test_elevation_on_grant(account: str, requested: bool, approval: bool, state: Elevation) -> None:
     assert elevation_on_grant(POLICY, account, requested, approval) is state
-
-
-@pytest.mark.parametrize(
-    ("decision", "approver", "groups", "outcome", "note"),
-    [
-        (None, None, [], None, "waiting"),
-        ("Approved", "alice", ["kubepam:approvers"], None, "cannot approve their own"),
-        ("Approved", "mallory", ["kubepam:approvers"], None, "not an approver for this account"),
-        ("Approved", "approver", [], Elevation.APPROVED, "approved by approver"),
-        ("Approved", "dana", ["dba-leads"], Elevation.APPROVED, "approved by dana"),
-        ("Denied", "approver", [], Elevation.DENIED, "denied by approver"),
-    ],
-)
-def test_approvals(
-    decision: str | None, approver: str | None, groups: list[str], outcome: Elevation | None, note: str
-) -> None:
-    result, message = judge_approval(
-        decision=decision,
-        approver=approver,
-        approver_groups=frozenset(groups),
-        requester="alice",
-        policy=POLICY,
-    )
-    assert result is outcome and note in message
 
 
 def test_denial_names_holder_and_time_left() -> None:

@@ -29,7 +29,14 @@ def _api_error(exc: Any) -> CheckoutError:
 
 
 def checkout(
-    namespace: str, project: str, account: str, reason: str, duration: str | None, elevate: bool, wait: float
+    namespace: str,
+    project: str,
+    account: str,
+    reason: str,
+    duration: str | None,
+    elevate: bool,
+    wait: float,
+    break_glass: str | None = None,
 ) -> dict[str, Any]:
     from kubernetes.client.exceptions import ApiException
 
@@ -44,6 +51,8 @@ def checkout(
         spec["duration"] = duration
     if elevate:
         spec["elevation"] = {"requested": True}
+    if break_glass:
+        spec["breakGlass"] = {"reason": break_glass}
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Checkout",
@@ -56,12 +65,16 @@ def checkout(
         raise _api_error(exc) from None
     name = created["metadata"]["name"]
     deadline = time.monotonic() + wait
+    obj: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
         phase = (obj.get("status") or {}).get("phase")
         if phase in ("Active", "Denied"):
             return dict(obj)
         time.sleep(0.25)
+    waiting = ((obj.get("status") or {}).get("approvalRequest") or {}).get("message") if obj else None
+    if waiting:
+        raise CheckoutError(f"checkout {namespace}/{name} is waiting: {waiting}")
     raise CheckoutError(
         f"checkout {namespace}/{name} not decided after {wait:.0f}s; is the operator running?"
     )
@@ -92,11 +105,19 @@ def decide(namespace: str, name: str, decision: str, reason: str) -> None:
     from kubernetes.client.exceptions import ApiException
 
     api, _ = _clients()
-    body = {"status": {"approval": {"decision": decision, "reason": reason, "approver": "stamped"}}}
     try:
+        obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        request = ((obj.get("status") or {}).get("approvalRequest") or {}).get("id") or ""
+        # Append one vote (JSON patch): the API server stamps who we are and refuses what we may not do.
+        body = [{"op": "add", "path": "/status/approvals/-", "value": vote(request, decision, reason)}]
         api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
     except ApiException as exc:
         raise _api_error(exc) from None
+
+
+def vote(request: str, decision: str, comment: str) -> dict[str, str]:
+    """One vote for status.approvals (approver and groups are stamped by the API server)."""
+    return {"request": request, "decision": decision, "comment": comment}
 
 
 def listing(namespace: str | None) -> list[list[str]]:
@@ -124,6 +145,7 @@ def listing(namespace: str | None) -> list[list[str]]:
                 status.get("expiresAt", ""),
                 left,
                 (status.get("elevation") or {}).get("state", ""),
+                "yes" if (status.get("breakGlass") or {}).get("used") else "",
             ]
         )
     return rows

@@ -56,6 +56,33 @@ class CheckinReason(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One AND-ed part of an approval rule: ``count`` distinct approvers from its groups or users."""
+
+    name: str
+    groups: frozenset[str]
+    users: frozenset[str]
+    count: int
+
+    def counts(self, approver: str, groups: frozenset[str]) -> bool:
+        return approver in self.users or bool(groups & self.groups)
+
+
+@dataclass(frozen=True)
+class ApprovalRule:
+    stages: tuple[Stage, ...]
+    deny_count: int = 1
+    pending_ttl: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class BreakGlass:
+    allowed: bool = False
+    min_reason: int = 20
+    max_duration: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
 class CheckoutPolicySpec:
     project: str
     scope: str
@@ -70,6 +97,10 @@ class CheckoutPolicySpec:
     approver_groups: frozenset[str]
     approval_window: timedelta
     elevation_namespaces: tuple[str, ...] = ()  # kubernetes accounts: where privilegedGroups are bound
+    checkout_approval: ApprovalRule | None = None  # None: a checkout needs no approval
+    elevation_approval: ApprovalRule | None = None  # None: one approval from approvers (legacy rule)
+    break_glass: BreakGlass = BreakGlass()
+    claim_window: timedelta = timedelta(minutes=5)  # a waiting line's offer stands this long
 
     def covers(self, account: str) -> bool:
         """Does this account need an exclusive checkout (All / Include / Exclude)?"""
@@ -93,7 +124,29 @@ def parse_checkout_policy(spec: Mapping[str, Any]) -> CheckoutPolicySpec:
     def duration(raw: Any, default: str, path: str) -> timedelta:
         return duration_field(raw, default, path, problems)
 
+    def approval_rule(raw: Any, path: str) -> ApprovalRule | None:
+        if not raw:
+            return None
+        stages = tuple(
+            Stage(
+                str(stage.get("name") or f"stage-{i + 1}"),
+                frozenset(stage.get("groups") or []),
+                frozenset(stage.get("users") or []),
+                int(stage.get("count") or 1),
+            )
+            for i, stage in enumerate(raw.get("stages") or [])
+        )
+        if not stages:
+            problems.append(f"{path}.stages: at least one stage")
+        return ApprovalRule(
+            stages,
+            int(raw.get("denyCount") or 1),
+            duration_field(raw.get("pendingTTL"), "1h", f"{path}.pendingTTL", problems),
+        )
+
     rotation = spec.get("rotation") or {}
+    checkout = spec.get("checkout") or {}
+    glass = spec.get("breakGlass") or {}
     elevation = spec.get("elevation") or {}
     approvers = elevation.get("approvers") or {}
     scope = spec.get("scope", "All")
@@ -113,6 +166,14 @@ def parse_checkout_policy(spec: Mapping[str, Any]) -> CheckoutPolicySpec:
         approver_groups=frozenset(approvers.get("groups") or []),
         approval_window=duration(elevation.get("approvalWindow"), "1h", "spec.elevation.approvalWindow"),
         elevation_namespaces=tuple(elevation.get("namespaces") or ()),
+        checkout_approval=approval_rule(checkout.get("approval"), "spec.checkout.approval"),
+        elevation_approval=approval_rule(elevation.get("approval"), "spec.elevation.approval"),
+        break_glass=BreakGlass(
+            bool(glass.get("allowed", False)),
+            int(glass.get("minReasonLength") or 20),
+            duration(glass.get("maxDuration"), "15m", "spec.breakGlass.maxDuration"),
+        ),
+        claim_window=duration(checkout.get("claimWindow"), "5m", "spec.checkout.claimWindow"),
     )
     if problems:
         raise SpecError(problems)
@@ -148,30 +209,6 @@ def elevation_on_grant(
     if not requested:
         return Elevation.NOT_REQUESTED
     return Elevation.PENDING if requires_approval else Elevation.APPROVED
-
-
-def judge_approval(
-    *,
-    decision: str | None,
-    approver: str | None,
-    approver_groups: frozenset[str],
-    requester: str,
-    policy: CheckoutPolicySpec,
-    rule_users: frozenset[str] = frozenset(),
-    rule_groups: frozenset[str] = frozenset(),
-) -> tuple[Elevation | None, str]:
-    """What a PENDING elevation becomes given an approver's decision (None: still waiting)."""
-    if decision is None or not approver:
-        return None, "waiting for an approver"
-    if approver == requester:
-        return None, "the requester cannot approve their own elevation"
-    users = policy.approver_users | rule_users
-    groups = policy.approver_groups | rule_groups
-    if (users or groups) and approver not in users and not (approver_groups & groups):
-        return None, f"{approver} is not an approver for this account"
-    if decision == "Approved":
-        return Elevation.APPROVED, f"approved by {approver}"
-    return Elevation.DENIED, f"denied by {approver}"
 
 
 def denial_message(

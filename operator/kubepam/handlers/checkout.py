@@ -35,7 +35,10 @@ async def checkout_event(type: str, body: kopf.Body, status: kopf.Status, memo: 
     if type == "DELETED":
         await rt.checkouts.abandoned(dict(body))
         return
-    approval = status.get("approval") or {}
-    if approval.get("decision") and (status.get("elevation") or {}).get("state") == "PENDING":
+    request = status.get("approvalRequest") or {}
+    if request.get("state") == "Pending" and any(
+        isinstance(vote, dict) and vote.get("request") == request.get("id")
+        for vote in status.get("approvals") or []
+    ):
         me = ref(body["metadata"])
-        rt.checkouts.enqueue(me.namespace, me.name)  # an approver decided (a status patch)
+        rt.checkouts.enqueue(me.namespace, me.name)  # an approver voted (a status patch)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from kubepam.adapters import postgres
@@ -21,9 +21,20 @@ from kubepam.adapters.events import Events
 from kubepam.adapters.kube import Secrets, owner_reference
 from kubepam.adapters.leases import Hold, Leases
 from kubepam.adapters.rbac import Rbac
+from kubepam.domain.approvals import (
+    State,
+    Target,
+    break_glass_problem,
+    capped,
+    elevation_rule,
+    request_id,
+    tally,
+    votes_of,
+)
 from kubepam.domain.checkout import (
     FINAL,
     HOLDS_PRIVILEGE,
+    ApprovalRule,
     CheckinReason,
     CheckoutPolicySpec,
     Elevation,
@@ -32,16 +43,16 @@ from kubepam.domain.checkout import (
     checkout_duration,
     denial_message,
     elevation_on_grant,
-    judge_approval,
 )
 from kubepam.domain.conditions import Health, rfc3339
-from kubepam.domain.durations import parse_duration
+from kubepam.domain.durations import format_duration, parse_duration
 from kubepam.domain.grants import privileged_namespaces_problem
 from kubepam.domain.kinds import API_VERSION
 from kubepam.domain.ownership import derived_name
 from kubepam.domain.plans import Plan
-from kubepam.domain.policy import Capability, Policy, Request, Subject, evaluate
+from kubepam.domain.policy import Capability, Decision, Policy, Request, Subject, evaluate
 from kubepam.domain.project import ProjectSpec
+from kubepam.domain.text import clip
 from kubepam.services.accounts import Account, Accounts, find_account
 from kubepam.services.projects import put
 from kubepam.services.reconciler import RETRYABLE, ObjectReconciler, Objects
@@ -49,6 +60,7 @@ from kubepam.services.scheduler import Scheduler
 
 log = logging.getLogger("kubepam.checkouts")
 PLURAL = "checkouts"
+WORKLOAD_PREFIX = "workload:"
 
 
 class CheckoutDirectory(Protocol):
@@ -68,6 +80,23 @@ def health(phase: Phase, message: str) -> Plan:
     if phase in (Phase.PENDING, Phase.CHECKIN):
         return Plan(Health.RECONCILING, phase.value, message)
     return Plan(Health.READY, phase.value, message)
+
+
+def checkout_subject(spec: Mapping[str, Any]) -> Subject:
+    """Who the AccessPolicies judge: a person with the groups the API server stamped, or, for a checkout
+    the broker created for a CI job (requester ``workload:<ns>/<connection>:<sub>``, which only the
+    operator may write: see the admission policies), the WorkloadRole named in ``spec.workloadRole``."""
+    requester = str(spec["requester"])
+    role = spec.get("workloadRole")
+    if requester.startswith(WORKLOAD_PREFIX) and role:
+        return Subject(requester, frozenset(), role=str(role))
+    return Subject(requester, frozenset(spec.get("groups") or []))
+
+
+def pending_deadline(status: Mapping[str, Any]) -> datetime | None:
+    """When the open approval request expires (pendingTTL), if one is open."""
+    request = status.get("approvalRequest") or {}
+    return _ts(request.get("expiresAt")) if request.get("state") == State.PENDING.value else None
 
 
 def credential_secret_name(name: str, uid: str) -> str:
@@ -109,10 +138,13 @@ class CheckoutService(ObjectReconciler):
         phase = status.get("phase")
         if phase == Phase.CHECKIN.value:  # a check-in under way: finish it first
             return self._clock()
+        pending = pending_deadline(status)
+        if phase in (None, Phase.PENDING.value):
+            return pending
         if phase != Phase.ACTIVE.value:
             return None
         elevation = status.get("elevation") or {}
-        deadlines = [d for d in (_ts(status.get("expiresAt")), _ts(elevation.get("expiresAt"))) if d]
+        deadlines = [d for d in (_ts(status.get("expiresAt")), _ts(elevation.get("expiresAt")), pending) if d]
         return min(deadlines) if deadlines else None
 
     # ----- the state machine --------------------------------------------------------------------
@@ -160,7 +192,7 @@ class CheckoutService(ObjectReconciler):
             if self._settling(obj):  # applied together with its Project or CheckoutPolicy: wait for them
                 return await self._wait_for_reference(obj, problem)
             return await self._deny(obj, problem)
-        subject = Subject(spec["requester"], frozenset(spec.get("groups") or []))
+        subject = checkout_subject(spec)
         decision = evaluate(
             self._dir.policies(ns),
             subject,
@@ -173,6 +205,168 @@ class CheckoutService(ObjectReconciler):
         except ValueError as exc:  # the CRD bounds it; an object stored before that is refused, not retried
             return await self._deny(obj, f"spec.duration: {exc}")
         duration = checkout_duration(requested, policy.max_duration, decision.checkout_duration)
+        gate = await self._approval_gate(obj, account, policy, duration, now)
+        if gate is not None:  # waiting for approvers, or refused by them
+            return gate
+        if (obj.get("status") or {}).get("approvedDuration"):  # approvers granted this length (capped)
+            duration = min(duration, parse_duration(obj["status"]["approvedDuration"]))
+        return await self._acquire(obj, account, policy, decision, duration, now)
+
+    async def _approval_gate(
+        self,
+        obj: dict[str, Any],
+        account: Account,
+        policy: CheckoutPolicySpec,
+        duration: timedelta,
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """None when the checkout may take the account now; else the status while approvers decide."""
+        rule = policy.checkout_approval
+        if rule is None:
+            return None
+        request = (obj.get("status") or {}).get("approvalRequest") or {}
+        meta = obj["metadata"]
+        if request.get("target") != Target.CHECKOUT.value:
+            opened = self._open_request(obj, Target.CHECKOUT, rule, now, duration=format_duration(duration))
+            self.wake(meta["namespace"], meta["name"], rule.pending_ttl + now)
+            return {"phase": Phase.PENDING.value, "approvalRequest": opened, "message": opened["message"]}
+        if (deadline := pending_deadline(obj.get("status") or {})) is not None:
+            self.wake(meta["namespace"], meta["name"], deadline)
+        outcome = self._decide(obj, rule, request, policy, now, duration)
+        if outcome is None:  # nothing new
+            return None if request.get("state") == State.APPROVED.value else {}
+        state = State(outcome["approvalRequest"]["state"])
+        if state is State.APPROVED:
+            outcome["approvedDuration"] = format_duration(
+                capped(duration, policy.break_glass, bool(outcome["approvalRequest"].get("breakGlass")))
+            )
+            return outcome  # written, then the next pass takes the account (the window starts now)
+        if state in (State.DENIED, State.EXPIRED):
+            denied = await self._deny(obj, f"checkout {outcome['approvalRequest']['message']}")
+            return {**outcome, **denied}
+        return {**outcome, "message": outcome["approvalRequest"]["message"]}
+
+    def _open_request(
+        self, obj: Mapping[str, Any], target: Target, rule: ApprovalRule, now: datetime, **extra: Any
+    ) -> dict[str, Any]:
+        """A new approval request (its id is what votes name); the API server accepts votes on it alone."""
+        previous = (obj.get("status") or {}).get("approvalRequest") or {}
+        round_ = int(previous.get("round") or 0) + 1
+        opened = {
+            "id": request_id(target, round_),
+            "target": target.value,
+            "round": round_,
+            "state": State.PENDING.value,
+            "requestedAt": rfc3339(now),
+            "expiresAt": rfc3339(now + rule.pending_ttl),
+            "decidedAt": None,
+            "breakGlass": False,
+            "deniedBy": [],
+            "duration": None,
+            **extra,
+        }
+        counted = tally(rule, [], request=opened["id"], requester="", requested_at=now, now=now)
+        opened.update(stages=counted.status()["stages"], message=f"{target.value.lower()} {counted.message}")
+        self._note(
+            obj,
+            "ApprovalRequested",
+            f"{target.value.lower()} needs approval ({opened['id']}): {counted.message}",
+            audit={
+                "actor": obj["spec"]["requester"],
+                "request": opened["id"],
+                "account": obj["spec"]["account"],
+            },
+        )
+        return opened
+
+    def _decide(
+        self,
+        obj: Mapping[str, Any],
+        rule: ApprovalRule,
+        request: Mapping[str, Any],
+        policy: CheckoutPolicySpec,
+        now: datetime,
+        window: timedelta,
+    ) -> dict[str, Any] | None:
+        """Count the votes (or a break-glass) on the open request: the status changes, or None if none.
+        ``window`` is what an approval grants (a break-glass caps it)."""
+        if request.get("state") != State.PENDING.value:
+            return None
+        spec, status = obj["spec"], obj.get("status") or {}
+        requested_at = _ts(request.get("requestedAt")) or now
+        counted = tally(
+            rule,
+            votes_of(status.get("approvals")),
+            request=str(request.get("id")),
+            requester=spec["requester"],
+            requested_at=requested_at,
+            now=now,
+        )
+        target = str(request.get("target", "")).lower()
+        updated: dict[str, Any] = {**request, **counted.status(), "message": f"{target} {counted.message}"}
+        changes: dict[str, Any] = {}
+        glass = spec.get("breakGlass") or {}
+        if counted.state is State.PENDING and glass and request.get("target") != Target.EXTENSION.value:
+            problem = break_glass_problem(policy.break_glass, glass.get("reason"), policy.project)
+            if problem:
+                updated["message"] = f"{target} {counted.message}; {problem}"
+            else:
+                updated.update(state=State.APPROVED.value, breakGlass=True)
+                updated["message"] = f"{target} approved by its requester with break-glass"
+                window = capped(window, policy.break_glass, True)
+                changes["breakGlass"] = {
+                    "used": True,
+                    "at": rfc3339(now),
+                    "target": request.get("target"),
+                    "window": format_duration(window),
+                }
+                self._note(
+                    obj,
+                    "BreakGlass",
+                    f"{spec['requester']} approved their own {target} of {spec['account']} with break-glass "
+                    f"(window capped at {format_duration(window)}): {clip(str(glass.get('reason')))}",
+                    warning=True,
+                    audit={
+                        "actor": spec["requester"],
+                        "account": spec["account"],
+                        "breakGlass": True,
+                        "request": request.get("id"),
+                        "reason": glass.get("reason"),
+                    },
+                )
+        if updated.get("state") != State.PENDING.value:
+            updated["decidedAt"] = rfc3339(now)
+            if not updated.get("breakGlass"):
+                self._note(
+                    obj,
+                    f"{target.title()}{updated['state']}",
+                    updated["message"],
+                    warning=updated["state"] != State.APPROVED.value,
+                    audit={
+                        "actor": ", ".join(counted.denied_by)
+                        or ", ".join(n for s in counted.stages for n in s.approved_by),
+                        "account": spec["account"],
+                        "requester": spec["requester"],
+                        "request": request.get("id"),
+                        "decision": updated["state"],
+                    },
+                )
+        if updated == dict(request) and not changes:
+            return None
+        return {"approvalRequest": updated, **changes}
+
+    async def _acquire(
+        self,
+        obj: dict[str, Any],
+        account: Account,
+        policy: CheckoutPolicySpec,
+        decision: Decision,
+        duration: timedelta,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """Take the account's Lease (decided by the API server) and activate, or refuse: it is held."""
+        meta, spec = obj["metadata"], obj["spec"]
+        ns = meta["namespace"]
         want = Hold(meta["uid"], meta["name"], spec["requester"], now + duration)
         holder = await self._leases.acquire(ns, account.lease_name, want)
         if holder.uid != want.uid and not await self._reclaim_if_orphaned(ns, account, policy, holder):
@@ -183,6 +377,20 @@ class CheckoutService(ObjectReconciler):
                 return await self._deny(obj, await self._denial(ns, account, holder, now))
         expires = holder.expires_at or want.expires_at
         assert expires is not None
+        return await self._activate(obj, account, policy, decision, expires, now)
+
+    async def _activate(
+        self,
+        obj: dict[str, Any],
+        account: Account,
+        policy: CheckoutPolicySpec,
+        decision: Decision,
+        expires: datetime,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """The account is ours: deliver the credential to the holder alone and start the elevation."""
+        meta, spec = obj["metadata"], obj["spec"]
+        ns = meta["namespace"]
         credential = await self._accounts.credential(account)
         secret = credential_secret_name(meta["name"], meta["uid"])
         owner = self._owner(obj)
@@ -288,7 +496,15 @@ class CheckoutService(ObjectReconciler):
             changes = await self._elevation(obj, account, policy, state, elevation, now)
             if not changes:
                 changes = await self._extend(obj, account, policy, expires, now)
-        deadlines = [d for d in (expires, _ts((changes.get("elevation") or elevation).get("expiresAt"))) if d]
+        deadlines = [
+            d
+            for d in (
+                expires,
+                _ts((changes.get("elevation") or elevation).get("expiresAt")),
+                pending_deadline({**status, **changes}),
+            )
+            if d
+        ]
         if deadlines:
             self.wake(meta["namespace"], meta["name"], min(deadlines))
         return changes
@@ -305,7 +521,7 @@ class CheckoutService(ObjectReconciler):
         granted = _ts(status.get("grantedAt"))
         if not spec.get("duration") or granted is None or expires is None:
             return {}
-        subject = Subject(spec["requester"], frozenset(spec.get("groups") or []))
+        subject = checkout_subject(spec)
         decision = evaluate(
             self._dir.policies(obj["metadata"]["namespace"]),
             subject,
@@ -316,19 +532,48 @@ class CheckoutService(ObjectReconciler):
         except ValueError as exc:
             message = f"spec.duration: {exc}; the checkout keeps its expiry"
             return {} if status.get("message") == message else {"message": message}
-        wanted = granted + checkout_duration(
+        length = checkout_duration(
             requested,
             policy.max_duration,
             decision.checkout_duration if decision.allowed else None,
         )
+        changes: dict[str, Any] = {}
+        if policy.checkout_approval is not None and status.get("approvedDuration"):
+            approved = parse_duration(status["approvedDuration"])
+            if length > approved:  # more than approvers granted: ask them again
+                asked = format_duration(length)
+                request = status.get("approvalRequest") or {}
+                if request.get("duration") == asked and request.get("target") != Target.EXTENSION.value:
+                    return {}  # what was asked at checkout, cut by a break-glass cap: ask for more to extend
+                if request.get("target") != Target.EXTENSION.value or request.get("duration") != asked:
+                    if request.get("state") == State.PENDING.value:
+                        return {}  # one request at a time: the open one is decided first
+                    opened = self._open_request(
+                        obj, Target.EXTENSION, policy.checkout_approval, now, duration=asked
+                    )
+                    return {"approvalRequest": opened, "message": opened["message"]}
+                outcome = self._decide(obj, policy.checkout_approval, request, policy, now, length)
+                if outcome is None:
+                    return {}
+                state = State(outcome["approvalRequest"]["state"])
+                if state is not State.APPROVED:
+                    note = outcome["approvalRequest"]["message"]
+                    if state is not State.PENDING:
+                        note += "; the checkout keeps its expiry"
+                    return {**outcome, "message": note}
+                glass = bool(outcome["approvalRequest"].get("breakGlass"))
+                approved = capped(length, policy.break_glass, glass)
+                changes = {**outcome, "approvedDuration": format_duration(approved)}
+            length = min(length, approved)
+        wanted = granted + length
         if wanted <= expires:
-            return {}
+            return changes
         await self._leases.update_expiry(
             obj["metadata"]["namespace"],
             account.lease_name,
             Hold(obj["metadata"]["uid"], obj["metadata"]["name"], spec["requester"], wanted),
         )
-        return {"expiresAt": rfc3339(wanted), "message": f"extended until {rfc3339(wanted)}"}
+        return {**changes, "expiresAt": rfc3339(wanted), "message": f"extended until {rfc3339(wanted)}"}
 
     async def _elevation(
         self,
@@ -342,7 +587,7 @@ class CheckoutService(ObjectReconciler):
         spec, status = obj["spec"], obj.get("status") or {}
         requested = bool((spec.get("elevation") or {}).get("requested"))
         if state is Elevation.NOT_REQUESTED and requested:
-            subject = Subject(spec["requester"], frozenset(spec.get("groups") or []))
+            subject = checkout_subject(spec)
             decision = evaluate(
                 self._dir.policies(obj["metadata"]["namespace"]),
                 subject,
@@ -364,8 +609,7 @@ class CheckoutService(ObjectReconciler):
             nxt = Elevation.PENDING if rule.elevation_requires_approval else Elevation.APPROVED
             return {"elevation": {**elevation, "state": nxt.value}}
         if state is Elevation.PENDING:
-            approval = status.get("approval") or {}
-            subject = Subject(spec["requester"], frozenset(spec.get("groups") or []))
+            subject = checkout_subject(spec)
             decision = evaluate(
                 self._dir.policies(obj["metadata"]["namespace"]),
                 subject,
@@ -373,37 +617,38 @@ class CheckoutService(ObjectReconciler):
                     obj["metadata"]["namespace"], spec["project"], Capability.CHECKOUT, account=account.name
                 ),
             )
-            rule = decision.grant
-            outcome, note = judge_approval(
-                decision=approval.get("decision"),
-                approver=approval.get("approver"),
-                approver_groups=frozenset(approval.get("approverGroups") or []),
-                requester=spec["requester"],
-                policy=policy,
-                rule_users=rule.approver_users if rule else frozenset(),
-                rule_groups=rule.approver_groups if rule else frozenset(),
+            grant = decision.grant
+            stages = elevation_rule(
+                policy,
+                grant.approver_users if grant else frozenset(),
+                grant.approver_groups if grant else frozenset(),
             )
+            request = status.get("approvalRequest") or {}
+            if not elevation.get("request") or request.get("id") != elevation.get("request"):
+                if request.get("state") == State.PENDING.value:  # an extension is being decided first
+                    return {}
+                opened = self._open_request(obj, Target.ELEVATION, stages, now)
+                return {"approvalRequest": opened, "elevation": {**elevation, "request": opened["id"]}}
+            outcome = self._decide(obj, stages, request, policy, now, policy.approval_window)
             if outcome is None:
-                return (
-                    {}
-                    if note == elevation.get("lastError", "") or note == "waiting for an approver"
-                    else {"elevation": {**elevation, "lastError": note}}
-                )
-            changes: dict[str, Any] = {"state": outcome.value, "lastError": ""}
-            if outcome is Elevation.APPROVED:
-                changes["expiresAt"] = rfc3339(now + policy.approval_window)
-            self._note(
-                obj,
-                f"Elevation{outcome.value.title()}",
-                note,
-                audit={
-                    "actor": approval.get("approver"),
-                    "account": account.name,
-                    "requester": spec["requester"],
-                    "decision": approval.get("decision"),
-                },
-            )
-            return {"elevation": {**elevation, **changes}}
+                return {}
+            decided = State(outcome["approvalRequest"]["state"])
+            if decided is State.PENDING:
+                return outcome
+            if decided is State.APPROVED:
+                glass = bool(outcome["approvalRequest"].get("breakGlass"))
+                window = capped(policy.approval_window, policy.break_glass, glass)
+                changes = {
+                    "state": Elevation.APPROVED.value,
+                    "lastError": "",
+                    "expiresAt": rfc3339(now + window),
+                }
+            else:
+                changes = {
+                    "state": Elevation.DENIED.value,
+                    "lastError": outcome["approvalRequest"]["message"],
+                }
+            return {**outcome, "elevation": {**elevation, **changes}}
         if state is Elevation.APPROVED:
             expires = _ts(elevation.get("expiresAt")) or now + policy.approval_window
             if now >= expires:
