@@ -173,20 +173,60 @@ async def test_checkout_actions_are_the_holders_alone(console: ConsoleServer, pe
     assert "extension" in flash(page), flash(page)
     _, page = await alice.post(f"/access/checkouts/{NS}/{name}/elevate", {"reason": "CHG-1 needs view"})
     assert "elevation requested" in flash(page), flash(page)
-    _, page = await alice.post(f"/approvals/{NS}/{name}", {"decision": "approve", "comment": "me"})
+    # the operator opens the approval request the votes name
+    opened = await settled(
+        console, name, lambda s: (s.get("approvalRequest") or {}).get("state") == "Pending"
+    )
+    assert opened["approvalRequest"]["id"] == "elevation-1", opened
+    assert opened["approvalRequest"]["target"] == "Elevation", opened
+    vote = {"decision": "approve", "comment": "me", "request": "elevation-1"}
+    _, page = await alice.post(f"/approvals/{NS}/{name}", vote)
     assert "forbidden" in flash(page).lower(), flash(page)  # RBAC: alice may not write checkouts/status
+    _, page = await alice.get("/access")
+    assert "elevation waiting for approval: approvers 0/1" in page
     approver = await people("approver")
     status, page = await approver.get("/approvals")
     assert f'data-checkout="{NS}/{name}"' in page and 'class="primary approve"' in page
-    _, page = await approver.post(f"/approvals/{NS}/{name}", {"decision": "deny", "comment": "not now"})
-    assert "denied" in flash(page), flash(page)
-    status = kubectl_json(console.plane, "admin", "get", "checkout", name, "-n", NS)["status"]
-    assert status["approval"]["approver"] == "approver" and status["approval"]["reason"] == "not now"
+    assert 'name="request" value="elevation-1"' in page and "approvers 0/1" in page
+    _, page = await approver.post(
+        f"/approvals/{NS}/{name}", {"decision": "deny", "comment": "not now", "request": "elevation-1"}
+    )
+    assert flash(page) == f"elevation of {NS}/{name}: denied", flash(page)
+    denied = await settled(console, name, lambda s: (s.get("elevation") or {}).get("state") == "DENIED")
+    assert denied["approvals"][-1] == {
+        "request": "elevation-1",
+        "decision": "Denied",
+        "comment": "not now",
+        "approver": "approver",
+        "groups": denied["approvals"][-1]["groups"],
+    }, denied["approvals"]
+    assert "kubepam:approvers" in denied["approvals"][-1]["groups"], "stamped by the API server"
+    assert denied["approvalRequest"]["state"] == "Denied" and denied["approvalRequest"]["deniedBy"] == [
+        "approver"
+    ]
+    # a decided request takes no more votes: the API server's refusal is what the approver reads
+    _, page = await approver.post(
+        f"/approvals/{NS}/{name}", {"decision": "approve", "comment": "", "request": "elevation-1"}
+    )
+    assert "nothing to approve: request elevation-1 is Denied" in flash(page), flash(page)
+    _, page = await alice.get("/history?q=not+now")
+    assert "Denied elevation-1 for alice: not now" in unescape(page), "the vote is in the history"
 
     _, page = await alice.post(f"/access/checkouts/{NS}/{name}/checkin")
     assert "check-in requested" in flash(page), flash(page)
     checkin = kubectl_json(console.plane, "admin", "get", "checkout", name, "-n", NS)["spec"]["checkin"]
     assert checkin["requested"] is True and not checkin.get("force")
+
+
+async def settled(console: ConsoleServer, name: str, ok: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The checkout's status once the operator has brought it to where `ok` says (within 30s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        status = kubectl_json(console.plane, "admin", "get", "checkout", name, "-n", NS).get("status") or {}
+        if ok(status):
+            return dict(status)
+        assert time.monotonic() < deadline, f"checkout {name} never settled: {status}"
+        await asyncio.sleep(0.3)
 
 
 async def test_promotion_is_for_security_admins_alone(console: ConsoleServer, people: Any) -> None:

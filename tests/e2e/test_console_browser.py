@@ -224,16 +224,27 @@ def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
         reload=True,
     )
 
+    alice.wait(
+        lambda: (
+            "elevation waiting for approval: approvers 0/1" in alice.el(f"[data-account='{target}']").text
+        ),
+        "the operator to open the elevation's approval request",
+        reload=True,
+    )
+
     # an approver, signed in with the identity provider (oidc:carol, in kubepam:approvers), approves.
     approver = browsers("carol", oidc=True)
     approver.open("/approvals")
     name = checkout_of(console, "alice")["metadata"]["name"]
     card = approver.el(f"article.approval[data-checkout='{NS}/{name}']")
-    assert "INC-7 needs view" in card.text
+    assert card.get_attribute("data-request") == "elevation-1"
+    assert "INC-7 needs view" in card.text and "approvers 0/1" in card.text, card.text
     approver.shot("7-approvals")
     card.find_element("css selector", "input.comment").send_keys("ok for INC-7")
     card.find_element("css selector", "button.approve").click()
-    approver.wait(lambda: "approved" in approver.el("#flash").text, "the approval to be recorded")
+    approver.wait(
+        lambda: approver.el("#flash").text == f"elevation of {NS}/{name}: approved", "the vote to be recorded"
+    )
     alice.wait(
         lambda: alice.el(f"[data-account='{target}'] .elevation").text.startswith(("APPROVED", "ELEVATED")),
         "the elevation to be approved",
@@ -265,7 +276,7 @@ def test_checkout_hold_elevate_approve_force_and_history_in_a_browser(
     rows = [r.text for r in alice.els("#history tbody tr")]
     kinds = {r.split()[1] for r in rows if len(r.split()) > 1}
     assert {"checkout", "elevation", "approval", "checkin"} <= kinds, rows
-    assert any("oidc:carol" in r and "ok for INC-7" in r for r in rows), rows
+    assert any("oidc:carol" in r and "Approved elevation-1 for alice: ok for INC-7" in r for r in rows), rows
     assert any("Forced" in r for r in rows), rows
     alice.shot("11-history")
     assert alice.el("#export-csv").get_attribute("href").endswith("format=csv")

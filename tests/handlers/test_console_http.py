@@ -1,6 +1,6 @@
 """The console's HTTP defences with aiohttp's test client and a stand-in API server (a fake `Kube`):
 security headers on every answer, cookie flags, CSRF refusal, sessions that expire or are forged, the
-sign-in rate limit, and no token in any page."""
+sign-in rate limit, and no token in any page; and the Approvals page against a multi-stage request."""
 
 from __future__ import annotations
 
@@ -49,9 +49,12 @@ class FakeKube:
 
 
 async def client(
-    tls: bool = False, ttl: timedelta = timedelta(hours=1), limiter: RateLimit | None = None
+    tls: bool = False,
+    ttl: timedelta = timedelta(hours=1),
+    limiter: RateLimit | None = None,
+    kube: FakeKube | None = None,
 ) -> tuple[TestClient[Any, Any], FakeKube]:
-    kube = FakeKube()
+    kube = kube or FakeKube()
     app = make_app(
         kube,  # type: ignore[arg-type]
         session_key=b"k" * 32,
@@ -182,5 +185,208 @@ async def test_a_revoked_token_ends_the_session() -> None:
         kube.list_or_empty = revoked  # type: ignore[method-assign]
         resp = await c.get("/history", allow_redirects=False)
         assert resp.status == 303 and resp.headers["Location"] == "/login"
+    finally:
+        await c.close()
+
+
+# -- approvals: a request counted against several stages ---------------------------------------------
+
+NS = "team-a"
+SOON = (datetime.now(UTC) + timedelta(minutes=50)).strftime("%Y-%m-%dT%H:%M:%SZ")
+PEOPLE = {  # token -> who the API server says it is
+    TOKEN: Person("alice", frozenset({"kubepam:users", "kubepam:approvers"})),  # an approver, in no stage
+    "lead-token-0123456789abcdef": Person("lead", frozenset({"kubepam:approvers"})),
+    "sec-token-0123456789abcdefgh": Person("sec", frozenset({"kubepam:approvers", "kubepam:security"})),
+    "bob-token-0123456789abcdefghi": Person("bob", frozenset({"kubepam:users"})),
+}
+
+
+def checkout(name: str, requester: str, status: dict[str, Any]) -> dict[str, Any]:
+    spec = {"project": "payments", "account": "payments_admin", "requester": requester}
+    return {
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {**spec, "groups": ["kubepam:users"], "reason": "INC-3 ledger stuck"},
+        "status": status,
+    }
+
+
+WORLD: dict[str, list[dict[str, Any]]] = {
+    "projects": [
+        {
+            "metadata": {"name": "payments", "namespace": NS},
+            "spec": {"sharedAccounts": [{"name": "payments_admin"}]},
+        }
+    ],
+    "checkoutpolicies": [
+        {
+            "metadata": {"name": "payments", "namespace": NS},
+            "spec": {
+                "project": "payments",
+                "maxDuration": "1h",
+                "checkout": {
+                    "approval": {
+                        "stages": [
+                            {"name": "security", "groups": ["kubepam:security"]},
+                            {"name": "leads", "users": ["lead"]},
+                        ]
+                    }
+                },
+            },
+        }
+    ],
+    "accesspolicies": [
+        {
+            "metadata": {"name": "people", "namespace": NS},
+            "spec": {
+                "principals": {"groups": ["kubepam:users"]},
+                "rules": [{"name": "r", "projects": ["payments"], "accounts": ["*"]}],
+            },
+        }
+    ],
+    "checkouts": [
+        checkout(
+            "x",
+            "bob",
+            {
+                "phase": "Pending",
+                "approvalRequest": {
+                    "id": "checkout-1",
+                    "target": "Checkout",
+                    "round": 1,
+                    "state": "Pending",
+                    "requestedAt": "2026-11-22T11:00:00Z",
+                    "expiresAt": SOON,
+                    "stages": [
+                        {"name": "security", "count": 1, "approvedBy": ["sec"]},
+                        {"name": "leads", "count": 1, "approvedBy": []},
+                    ],
+                },
+                "approvals": [
+                    {
+                        "request": "checkout-1",
+                        "decision": "Approved",
+                        "approver": "sec",
+                        "groups": ["kubepam:approvers", "kubepam:security"],
+                    }
+                ],
+            },
+        ),
+        checkout(  # decided: nothing to vote on
+            "y",
+            "bob",
+            {
+                "phase": "Active",
+                "holder": "bob",
+                "expiresAt": SOON,
+                "approvalRequest": {"id": "elevation-2", "target": "Elevation", "state": "Approved"},
+                "breakGlass": {
+                    "used": True,
+                    "at": "2026-11-22T11:01:00Z",
+                    "target": "Elevation",
+                    "window": "15m",
+                },
+            },
+        ),
+    ],
+}
+
+
+class WorldKube(FakeKube):
+    """Several people; lists the objects above; an approver may patch checkouts/status."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.votes: list[tuple[str, str, str, list[dict[str, Any]]]] = []
+
+    async def whoami(self, token: str) -> Person:
+        if token not in PEOPLE:
+            raise KubeError(401, "Unauthorized")
+        return PEOPLE[token]
+
+    async def can(self, token: str, verb: str, resource: str, **kw: Any) -> bool:
+        return resource == "checkouts" and "kubepam:approvers" in PEOPLE[token].groups
+
+    async def list_or_empty(self, token: str, plural: str, namespace: str = "") -> list[dict[str, Any]]:
+        return WORLD.get(plural, [])
+
+    async def create(self, token: str, plural: str, ns: str, body: Any, **kw: Any) -> dict[str, Any]:
+        return {}  # only dry runs here
+
+    async def json_patch(
+        self, token: str, plural: str, ns: str, name: str, ops: list[dict[str, Any]], **kw: Any
+    ) -> dict[str, Any]:
+        self.votes.append((PEOPLE[token].username, ns, name, ops))
+        return {}
+
+
+def cards(page: str) -> dict[str, str]:
+    return {
+        m.group(1): m.group(0)
+        for m in re.finditer(
+            r'<article class="card approval" data-checkout="([^"]+)".*?</article>', page, re.S
+        )
+    }
+
+
+async def test_a_two_stage_request_shows_its_progress_and_only_counted_votes_get_buttons() -> None:
+    kube = WorldKube()
+    pages: dict[str, str] = {}
+    for token, who in PEOPLE.items():
+        c, _ = await client(kube=kube)
+        try:
+            await sign_in(c, token)
+            pages[who.username] = await (await c.get("/approvals")).text()
+        finally:
+            await c.close()
+    card = cards(pages["lead"])
+    assert list(card) == [f"{NS}/x"], "only the open request is listed"
+    assert "security 1/1, leads 0/1" in card[f"{NS}/x"] and 'data-request="checkout-1"' in card[f"{NS}/x"]
+    assert ">checkout <small>(checkout-1)" in card[f"{NS}/x"] and "INC-3 ledger stuck" in card[f"{NS}/x"]
+    assert 'class="primary approve"' in card[f"{NS}/x"] and "your vote counts for leads" in card[f"{NS}/x"]
+    assert 'name="request" value="checkout-1"' in card[f"{NS}/x"]
+    # alice is an approver, but in neither stage: her vote would not count, so no button.
+    alice = cards(pages["alice"])[f"{NS}/x"]
+    assert "<button" not in alice and "alice is not an approver for any stage" in alice
+    assert "already voted" in cards(pages["sec"])[f"{NS}/x"] and "<form" not in cards(pages["sec"])[f"{NS}/x"]
+    assert "Your own request" in cards(pages["bob"])[f"{NS}/x"]
+
+
+async def test_a_vote_is_one_json_patch_append_naming_the_request() -> None:
+    kube = WorldKube()
+    c, _ = await client(kube=kube)
+    try:
+        await sign_in(c, "lead-token-0123456789abcdef")
+        page = await (await c.get("/approvals")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        form = {"csrf": csrf, "decision": "approve", "comment": " ok ", "request": "checkout-1"}
+        page = await (await c.post(f"/approvals/{NS}/x", data=form)).text()
+        assert f"checkout of {NS}/x: approved" in page
+        vote = {"request": "checkout-1", "decision": "Approved", "comment": "ok"}
+        assert kube.votes == [
+            ("lead", NS, "x", [{"op": "add", "path": "/status/approvals/-", "value": vote}])
+        ]
+        for bad in ("", "checkout", "x-1", "checkout-1/../../spec"):
+            resp = await c.post(f"/approvals/{NS}/x", data={**form, "request": bad})
+            assert resp.status == 400
+        assert len(kube.votes) == 1
+    finally:
+        await c.close()
+
+
+async def test_my_access_accounts_and_request_show_approvals_and_break_glass() -> None:
+    c, _ = await client(kube=WorldKube())
+    try:
+        await sign_in(c, "bob-token-0123456789abcdefghi")
+        page = await (await c.get("/request")).text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        form = {"csrf": csrf, "target": f"{NS}/payments/payments_admin", "reason": "INC-4", "action": "check"}
+        page = await (await c.post("/request/checkout", data=form)).text()
+        assert "needs approval before the account is handed out: security (1), leads (1)" in page
+        page = await (await c.get("/access")).text()
+        assert "waiting for approval: security 1/1, leads 0/1" in page
+        assert 'class="error break-glass"' in page and "window capped at 15m" in page
+        page = await (await c.get("/accounts")).text()
+        assert "bob: waiting for approval: security 1/1, leads 0/1" in page
+        assert 'class="error break-glass"' in page
     finally:
         await c.close()

@@ -326,7 +326,24 @@ FINISHED = kobj(
         "expiresAt": "2026-11-22T11:30:00Z",
         "checkinReason": "Forced",
         "elevation": {"state": "REMOVED"},
-        "approval": {"decision": "Approved", "approver": "approver", "reason": "ok"},
+        "approvalRequest": {
+            "id": "elevation-1",
+            "target": "Elevation",
+            "round": 1,
+            "state": "Approved",
+            "requestedAt": "2026-11-22T11:02:00Z",
+            "decidedAt": "2026-11-22T11:03:00Z",
+            "stages": [{"name": "approvers", "count": 1, "approvedBy": ["approver"]}],
+        },
+        "approvals": [
+            {
+                "request": "elevation-1",
+                "decision": "Approved",
+                "comment": "ok",
+                "approver": "approver",
+                "groups": ["kubepam:approvers"],
+            }
+        ],
         "rotation": {"required": True, "completedAt": "2026-11-22T11:10:05Z"},
         "conditions": [{"type": "Ready", "lastTransitionTime": "2026-11-22T11:10:00Z"}],
     },
@@ -360,7 +377,8 @@ def test_history_rows_tell_the_whole_story_newest_first() -> None:
         ("checkout", "alice"),
         ("jit", "alice"),
     ]
-    assert rows[1].detail == "Forced" and rows[2].detail == "Approved for alice: ok"
+    assert rows[1].detail == "Forced" and rows[2].detail == "Approved elevation-1 for alice: ok"
+    assert rows[2].time == "2026-11-22T11:03:00Z", "a vote on the last request: when it was decided"
 
 
 @pytest.mark.parametrize(
@@ -369,6 +387,85 @@ def test_history_rows_tell_the_whole_story_newest_first() -> None:
 )
 def test_history_filters(kind: str, text: str, count: int) -> None:
     assert len(history.select(history.history([FINISHED], [JIT]), kind=kind, text=text)) == count
+
+
+GLASS = kobj(
+    "Checkout",
+    "w",
+    {
+        "project": "payments",
+        "account": "payments_admin",
+        "requester": "alice",
+        "reason": "INC-9",
+        "elevation": {"requested": True, "reason": "restart"},
+        "breakGlass": {"reason": "payments down, approvers asleep"},
+    },
+    {
+        "phase": "Active",
+        "grantedAt": "2026-11-22T11:00:00Z",
+        "expiresAt": "2026-11-22T11:30:00Z",
+        "elevation": {"state": "ELEVATED", "request": "elevation-2"},
+        "approvalRequest": {
+            "id": "elevation-2",
+            "target": "Elevation",
+            "round": 2,
+            "state": "Approved",
+            "breakGlass": True,
+            "requestedAt": "2026-11-22T11:05:00Z",
+            "decidedAt": "2026-11-22T11:06:00Z",
+        },
+        "approvals": [
+            {"request": "checkout-1", "decision": "Approved", "comment": "fine", "approver": "sec"},
+            {"request": "checkout-1", "decision": "Approved", "approver": "lead", "groups": ["leads"]},
+            {"request": "elevation-2", "decision": "Denied", "comment": "no", "approver": "bob"},
+            {"request": "elevation-2", "decision": "Approved"},  # never stamped by the API server: no vote
+        ],
+        "breakGlass": {"used": True, "at": "2026-11-22T11:06:00Z", "target": "Elevation", "window": "15m"},
+    },
+)
+
+
+def test_history_has_a_row_per_vote_and_one_for_break_glass() -> None:
+    rows = history.history([GLASS], [])
+    assert [(r.time[11:16], r.kind, r.who) for r in rows] == [
+        ("11:06", "breakglass", "alice"),
+        ("11:06", "approval", "bob"),  # on the current request: placed when it was decided
+        ("11:00", "approval", "sec"),  # on an earlier request: with the grant
+        ("11:00", "approval", "lead"),
+        ("11:00", "elevation", "alice"),
+        ("11:00", "checkout", "alice"),
+    ]
+    details = [r.detail for r in rows]
+    assert details[:4] == [
+        "approved their own elevation, window capped at 15m; reason: payments down, approvers asleep",
+        "Denied elevation-2 for alice: no",
+        "Approved checkout-1 for alice: fine",
+        "Approved checkout-1 for alice",
+    ]
+    assert [r.who for r in history.select(rows, kind="breakglass")] == ["alice"]
+    assert len(history.select(rows, kind="approval")) == 3
+    assert "breakglass" in history.KINDS
+
+
+def test_a_checkout_refused_by_approvers_shows_who_refused() -> None:
+    refused = kobj(
+        "Checkout",
+        "v",
+        {"project": "p", "account": "a", "requester": "bob"},
+        {
+            "phase": "Denied",
+            "message": "checkout denied by sec",
+            "approvalRequest": {"id": "checkout-1", "state": "Denied", "decidedAt": "2026-11-22T11:07:00Z"},
+            "approvals": [
+                {"request": "checkout-1", "decision": "Denied", "comment": "use JIT", "approver": "sec"}
+            ],
+        },
+    )
+    refused["metadata"]["creationTimestamp"] = "2026-11-22T11:05:00Z"
+    assert [(r.kind, r.who, r.detail) for r in history.history([refused], [])] == [
+        ("approval", "sec", "Denied checkout-1 for bob: use JIT"),
+        ("denied", "bob", "checkout denied by sec"),
+    ]
 
 
 def test_a_denied_checkout_is_one_row_with_its_reason() -> None:

@@ -9,7 +9,7 @@ whose certificate is verified against the configured CA.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +18,7 @@ import aiohttp
 
 GROUP, VERSION = "kubepam.io", "v1alpha1"
 MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 class KubeError(Exception):
@@ -54,7 +55,7 @@ class Kube:
         token: str,
         method: str,
         path: str,
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         *,
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
@@ -179,6 +180,25 @@ class Kube:
             patch,
             content_type=MERGE,
             params=params,
+        )
+
+    async def json_patch(
+        self,
+        token: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        operations: Sequence[Mapping[str, Any]],
+        *,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """A JSON patch (RFC 6902): what appends one vote to status.approvals without rewriting the list."""
+        return await self._request(
+            token,
+            "PATCH",
+            self._path(plural, namespace, name, subresource),
+            operations,
+            content_type=JSON_PATCH,
         )
 
     async def secret(self, token: str, namespace: str, name: str) -> dict[str, Any]:

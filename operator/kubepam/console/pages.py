@@ -33,7 +33,8 @@ from kubepam.console.security import RateLimit
 from kubepam.console.sessions import COOKIE, LOGIN_COOKIE, OIDC_COOKIE, Sealer, Session
 from kubepam.domain import history as hist
 from kubepam.domain import verdicts
-from kubepam.domain.checkout import FINAL, judge_approval, object_name
+from kubepam.domain.approvals import State, rule_for, votes_of, would_count
+from kubepam.domain.checkout import FINAL, CheckoutPolicySpec, object_name
 from kubepam.domain.durations import format_duration, parse_duration
 from kubepam.domain.jit import ADMIN_GROUPS
 from kubepam.domain.policy import Capability, Request, Subject, evaluate
@@ -397,7 +398,15 @@ async def my_access(request: web.Request, session: Session) -> web.Response:
             for d in DURATIONS
             if maximum is not None and current is not None and current < parse_duration(d) <= maximum
         ]
-        checkouts.append({"obj": obj, "maximum": maxima[key], "extend": extend})
+        checkouts.append(
+            {
+                "obj": obj,
+                "maximum": maxima[key],
+                "extend": extend,
+                "waiting": waiting(obj),
+                "break_glass": broke_glass(obj),
+            }
+        )
     jit = [o for o in w.jit if _mine(o, me, "owner")]
     certs = [
         {"kind": kind, "obj": o}
@@ -573,6 +582,7 @@ async def request_checkout(request: web.Request, session: Session) -> web.Stream
         )
         server = await _dry_run(console, session, "checkouts", ns, body)
         accounts, jit_projects = _choices(w)
+        policy = verdicts.covering_policy(_by_ns(w.checkout_policies, ns), project, account)
         return await render(
             request,
             session,
@@ -582,11 +592,24 @@ async def request_checkout(request: web.Request, session: Session) -> web.Stream
             form=dict(fields, kind="checkout"),
             verdict=verdict,
             server=server,
+            approval=approval_note(policy),
         )
     created = await console.kube.create(session.token, "checkouts", ns, body)
     raise back(
         console, "/access", f"checkout {ns}/{created['metadata']['name']} created: see its phase below"
     )
+
+
+def approval_note(policy: CheckoutPolicySpec | None) -> str:
+    """What the Check first verdict says when the CheckoutPolicy makes every checkout wait for approvers."""
+    if policy is None or policy.checkout_approval is None:
+        return ""
+    stages = ", ".join(f"{s.name} ({s.count})" for s in policy.checkout_approval.stages)
+    note = f"this checkout needs approval before the account is handed out: {stages}"
+    if policy.break_glass.allowed:
+        window = format_duration(policy.break_glass.max_duration)
+        note += f"; in an emergency, `kubepam checkout --break-glass` (flagged, at most {window})"
+    return note
 
 
 async def _dry_run(
@@ -678,55 +701,113 @@ def _age(since: str, now: datetime) -> str:
     return format_duration(now - start) or "0s"
 
 
-def may_decide(w: World, session: Session, obj: Mapping[str, Any]) -> tuple[bool, str]:
-    """Would an approval by this person be accepted (the operator's `judge_approval`)?"""
+_REQUEST_ID = re.compile(r"^(checkout|elevation|extension)-[0-9]{1,9}$")
+
+
+def open_request(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The approval request a checkout waits on now (status.approvalRequest while Pending), if any."""
+    request = (obj.get("status") or {}).get("approvalRequest") or {}
+    return dict(request) if request.get("state") == State.PENDING.value and request.get("id") else None
+
+
+def asked(request: Mapping[str, Any]) -> str:
+    """What a request asks for, for people: checkout, elevation, extension to 1h."""
+    target = str(request.get("target") or "").lower()
+    if target == "extension" and request.get("duration"):
+        return f"extension to {request['duration']}"
+    return target or "approval"
+
+
+def progress(request: Mapping[str, Any]) -> str:
+    """Each stage's approvals so far, as the operator counted them: "security 1/1, leads 0/1"."""
+    return ", ".join(
+        f"{stage.get('name', '?')} {len(stage.get('approvedBy') or [])}/{stage.get('count', 1)}"
+        for stage in request.get("stages") or []
+    )
+
+
+def waiting(obj: Mapping[str, Any]) -> str:
+    """While a request is open, "waiting for approval: security 1/1, leads 0/1" ('' otherwise)."""
+    request = open_request(obj)
+    if request is None:
+        return ""
+    what = asked(request)
+    return ("" if what == "checkout" else f"{what} ") + f"waiting for approval: {progress(request)}"
+
+
+def broke_glass(obj: Mapping[str, Any]) -> bool:
+    """The requester approved their own request with break-glass (status.breakGlass, flagged)."""
+    return bool(((obj.get("status") or {}).get("breakGlass") or {}).get("used"))
+
+
+def _subject(spec: Mapping[str, Any]) -> Subject:
+    """Who the AccessPolicies judge, as the operator does (a workload's checkout: its WorkloadRole)."""
+    requester = str(spec.get("requester"))
+    role = spec.get("workloadRole")
+    if requester.startswith("workload:") and role:
+        return Subject(requester, frozenset(), role=str(role))
+    return Subject(requester, frozenset(spec.get("groups") or []))
+
+
+def may_decide(
+    w: World, session: Session, obj: Mapping[str, Any], request: Mapping[str, Any]
+) -> tuple[bool, str]:
+    """Would this person's vote on the open request count (the operator's own stages, `would_count`)?"""
     ns, _ = _key(obj)
     spec = obj.get("spec") or {}
-    policy = verdicts.covering_policy(
-        _by_ns(w.checkout_policies, ns), str(spec.get("project")), str(spec.get("account"))
-    )
+    project, account = str(spec.get("project")), str(spec.get("account"))
+    policy = verdicts.covering_policy(_by_ns(w.checkout_policies, ns), project, account)
     if policy is None:
         return False, "no CheckoutPolicy covers this account"
-    decision = evaluate(
+    grant = evaluate(
         verdicts.access_policies(_by_ns(w.access, ns)),
-        Subject(str(spec.get("requester")), frozenset(spec.get("groups") or [])),
-        Request(ns, str(spec.get("project")), Capability.CHECKOUT, account=str(spec.get("account"))),
+        _subject(spec),
+        Request(ns, project, Capability.CHECKOUT, account=account),
+    ).grant
+    rule = rule_for(
+        str(request.get("target")),
+        policy,
+        grant.approver_users if grant else frozenset(),
+        grant.approver_groups if grant else frozenset(),
     )
-    rule = decision.grant
-    outcome, note = judge_approval(
-        decision="Approved",
+    if rule is None:
+        return False, f"the CheckoutPolicy of project {project} asks no approval for this"
+    return would_count(
+        rule,
+        request=str(request.get("id")),
         approver=session.username,
-        approver_groups=frozenset(session.groups),
+        groups=frozenset(session.groups),
         requester=str(spec.get("requester")),
-        policy=policy,
-        rule_users=rule.approver_users if rule else frozenset(),
-        rule_groups=rule.approver_groups if rule else frozenset(),
+        votes=votes_of((obj.get("status") or {}).get("approvals")),
     )
-    return outcome is not None, note
 
 
 @guarded
 async def approvals(request: web.Request, session: Session) -> web.Response:
+    """Every checkout with an open approval request: a checkout, an elevation or an extension."""
     console = _console(request)
     w = await world(console, session.token)
     caps = await capabilities(console, session)
+    now = console.clock()
     rows = []
     for obj in w.checkouts:
-        status = obj.get("status") or {}
-        if (status.get("elevation") or {}).get("state") != "PENDING":
+        open_ = open_request(obj)
+        if open_ is None:
             continue
         decidable, why = (
-            may_decide(w, session, obj) if caps["approve"] else (False, "you are not an approver")
+            may_decide(w, session, obj, open_) if caps["approve"] else (False, "you are not an approver")
         )
         rows.append(
             {
                 "obj": obj,
+                "request": open_,
+                "asked": asked(open_),
+                "progress": progress(open_),
                 "own": _mine(obj, session.username, "requester"),
                 "decidable": decidable,
                 "why": why,
                 "age": _age(
-                    str(status.get("grantedAt") or obj["metadata"].get("creationTimestamp", "")),
-                    console.clock(),
+                    str(open_.get("requestedAt") or obj["metadata"].get("creationTimestamp", "")), now
                 ),
             }
         )
@@ -735,18 +816,29 @@ async def approvals(request: web.Request, session: Session) -> web.Response:
 
 @guarded
 async def decide(request: web.Request, session: Session) -> web.StreamResponse:
+    """One vote appended to status.approvals (a JSON patch on the status subresource) on the request the
+    person saw: the form carries its id, and if another request is open by now the API server refuses
+    the vote ("you can only vote on the open request ..."); it also stamps who voted and their groups."""
     console = _console(request)
     fields = await form_of(request, session)
     ns, name = _target(request, "checkout")
     decision = {"approve": "Approved", "deny": "Denied"}.get(fields.get("decision", ""))
     if decision is None:
         raise web.HTTPBadRequest(text="decision: approve or deny")
-    comment = fields.get("comment", "").strip()
-    approval = {"decision": decision, "reason": comment, "approver": session.username}
-    await console.kube.patch(
-        session.token, "checkouts", ns, name, {"status": {"approval": approval}}, subresource="status"
+    voted_on = fields.get("request", "")
+    if not _REQUEST_ID.match(voted_on):
+        raise web.HTTPBadRequest(text="request: the id of the open approval request (reload Approvals)")
+    vote = {"request": voted_on, "decision": decision, "comment": fields.get("comment", "").strip()}
+    await console.kube.json_patch(
+        session.token,
+        "checkouts",
+        ns,
+        name,
+        [{"op": "add", "path": "/status/approvals/-", "value": vote}],
+        subresource="status",
     )
-    raise back(console, "/approvals", f"elevation of {ns}/{name}: {decision.lower()}")
+    what = voted_on.rsplit("-", 1)[0]
+    raise back(console, "/approvals", f"{what} of {ns}/{name}: {decision.lower()}")
 
 
 # -- 4. shared accounts -----------------------------------------------------------------------------
@@ -771,6 +863,11 @@ async def accounts(request: web.Request, session: Session) -> web.Response:
             ]
             last = max(mine, key=lambda o: str((o.get("status") or {}).get("grantedAt") or ""), default=None)
             rotation = ((last or {}).get("status") or {}).get("rotation") or {}
+            asking = [  # checkouts of this account still waiting for their approvers
+                {"requester": str((o.get("spec") or {}).get("requester", "")), "waiting": waiting(o)}
+                for o in mine
+                if (o.get("status") or {}).get("phase") == "Pending" and open_request(o) is not None
+            ]
             rows.append(
                 {
                     "ns": ns,
@@ -779,6 +876,8 @@ async def accounts(request: web.Request, session: Session) -> web.Response:
                     "backend": a.get("backend", "kubernetes"),
                     "description": a.get("description", ""),
                     "held": held,
+                    "break_glass": held is not None and broke_glass(held),
+                    "waiting": asking,
                     "rotation": rotation,
                 }
             )

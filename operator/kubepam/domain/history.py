@@ -1,14 +1,17 @@
-"""The console's history: what happened to checkouts (granted, denied, elevated, approved, checked in,
-rotated) and JIT accounts (each activation), as flat rows a person can filter and export. Built only
-from the objects the person's own token could list, so RBAC decides what history they see."""
+"""The console's history: what happened to checkouts (granted, denied, elevated, each approver's vote,
+break-glass, checked in, rotated) and JIT accounts (each activation), as flat rows a person can filter
+and export. Built only from the objects the person's own token could list, so RBAC decides what history
+they see."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("checkout", "denied", "elevation", "approval", "checkin", "rotation", "jit")
+from kubepam.domain.approvals import votes_of
+
+KINDS = ("checkout", "denied", "elevation", "approval", "breakglass", "checkin", "rotation", "jit")
 FIELDS = ("time", "kind", "who", "namespace", "project", "account", "detail")
 
 
@@ -33,6 +36,24 @@ def _ready_since(status: Mapping[str, Any]) -> str:
     return ""
 
 
+def _votes(
+    status: Mapping[str, Any], requester: str, fallback: str, row: Callable[[str, str, str, str], Row]
+) -> list[Row]:
+    """One row per vote in status.approvals (who, what, on which request, their comment). Votes carry no
+    time: one on the current request is placed when it was decided (or opened); earlier requests are no
+    longer in the status, so their votes take `fallback` (the grant)."""
+    request = status.get("approvalRequest") or {}
+    out = []
+    for vote in votes_of(status.get("approvals")):
+        current = vote.request == request.get("id")
+        when = str(request.get("decidedAt") or request.get("requestedAt") or "") if current else ""
+        detail = f"{vote.decision} {vote.request} for {requester}"
+        if vote.comment:
+            detail += f": {vote.comment}"
+        out.append(row(when or fallback, "approval", vote.approver, detail))
+    return out
+
+
 def checkout_rows(obj: Mapping[str, Any]) -> list[Row]:
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     ns, project, account = (
@@ -48,10 +69,9 @@ def checkout_rows(obj: Mapping[str, Any]) -> list[Row]:
 
     rows: list[Row] = []
     if phase == "Denied":
-        rows.append(
-            row(str(meta.get("creationTimestamp", "")), "denied", requester, str(status.get("message", "")))
-        )
-        return rows
+        created = str(meta.get("creationTimestamp", ""))
+        rows.append(row(created, "denied", requester, str(status.get("message", ""))))
+        return rows + _votes(status, requester, created, row)  # the approvers who refused it, if they did
     granted = str(status.get("grantedAt") or "")
     if granted:
         rows.append(
@@ -67,15 +87,18 @@ def checkout_rows(obj: Mapping[str, Any]) -> list[Row]:
     if state not in (None, "", "NOT_REQUIRED", "NOT_REQUESTED"):
         why = (spec.get("elevation") or {}).get("reason") or ""
         rows.append(row(granted, "elevation", requester, f"{state}" + (f"; reason: {why}" if why else "")))
-    approval = status.get("approval") or {}
-    if approval.get("decision"):
+    rows += _votes(status, requester, granted or str(meta.get("creationTimestamp", "")), row)
+    glass = status.get("breakGlass") or {}
+    if glass.get("used"):
+        why = (spec.get("breakGlass") or {}).get("reason") or ""
         rows.append(
             row(
-                granted,
-                "approval",
-                str(approval.get("approver", "")),
-                f"{approval['decision']} for {requester}"
-                + (f": {approval['reason']}" if approval.get("reason") else ""),
+                str(glass.get("at") or granted),
+                "breakglass",
+                requester,
+                f"approved their own {str(glass.get('target') or 'request').lower()}"
+                + (f", window capped at {glass['window']}" if glass.get("window") else "")
+                + (f"; reason: {why}" if why else ""),
             )
         )
     if phase in ("CheckedIn", "Expired"):
