@@ -7,8 +7,8 @@ a project's CA for workload SSH certificates, enrollment) is served by aiohttp's
 random bytes and text as subject tokens, mutations of valid tokens, random claim sets and random JOSE
 header members signed with the connection's own trusted key, payloads with invalid UTF-8, surrogate
 escapes, NaN and deep nesting, random forms (repeated keys, >1000 fields, broken percent-encoding), and
-random JSON (deep, wide, wrongly typed, almost valid) to /v1/ssh/sign (with and without a valid access
-token) and /v1/enroll (with and without a valid enrollment token).
+random JSON (deep, wide, wrongly typed, almost valid) to /v1/ssh/sign and /v1/checkouts (with and
+without a valid access token) and /v1/enroll (with and without a valid enrollment token).
 
 It prints the inputs tried, the outcomes by status code, server errors (must be 0), ERROR log lines
 (must be 0) and wrong verdicts (a token issued although a check failed, or refused although every
@@ -299,19 +299,21 @@ class Fuzzer:
             n = r.randint(100, 5000)
             return json.dumps({f"k{i}": i for i in range(n)} if r.random() < 0.5 else list(range(n))).encode()
         if roll == 3:
-            base = r.choice([bw.ssh_body(), bw.enroll_body()])
+            base = r.choice([bw.ssh_body(), bw.enroll_body(), bw.checkout_body()])
             key = r.choice(sorted(base))
             return json.dumps({**base, key: self.value()}).encode()
         if roll == 4:
-            base = r.choice([bw.ssh_body(), bw.enroll_body()])
+            base = r.choice([bw.ssh_body(), bw.enroll_body(), bw.checkout_body()])
             return json.dumps({k: v for k, v in base.items() if r.random() < 0.7}).encode()
         return r.choice([b'{"a": NaN}', b'{"a": "\\ud800"}', b"\xed\xa0\x80", b"{", b"", b"null", b"[]"])
 
     def random_json(self) -> Case:
         r = self.rng
-        path = r.choice(["/v1/ssh/sign", "/v1/ssh/sign", "/v1/enroll", "/v1/enroll", "/v1/token"])
+        path = r.choice(
+            ["/v1/ssh/sign", "/v1/ssh/sign", "/v1/enroll", "/v1/enroll", "/v1/token", "/v1/checkouts"]
+        )
         headers = dict(JSON) if r.random() < 0.9 else dict(FORM)
-        if path == "/v1/ssh/sign":
+        if path in ("/v1/ssh/sign", "/v1/checkouts"):
             printable = "".join(c for c in self.text(50) if " " <= c <= "~")  # what a header can carry
             bearer = r.choice(
                 [self.bw.access_token, self.bw.access_token, r.choice(self.valid_tokens), printable, ""]

@@ -300,6 +300,11 @@ def cmd_workload(args: argparse.Namespace) -> int:
     if not args.broker:
         print("kubepam: set --broker or KUBEPAM_BROKER to the broker's URL", file=sys.stderr)
         return 2
+    if args.action in ("checkout", "checkin"):
+        return _workload_checkouts(args)
+    if not args.connection:
+        print("kubepam: --connection (namespace/name of the WorkloadConnection) is required", file=sys.stderr)
+        return 2
     try:
         subject = _subject_token(args)
     except TokenSourceError as exc:
@@ -324,6 +329,70 @@ def cmd_workload(args: argparse.Namespace) -> int:
         print(json.dumps(answer))
     else:
         print(answer["access_token"])
+    return 0
+
+
+def _access_token(args: argparse.Namespace) -> str:
+    if args.access_token_file:
+        try:
+            return Path(args.access_token_file).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read {args.access_token_file}: {exc.strerror}") from None
+    token = os.environ.get("KUBEPAM_ACCESS_TOKEN", "").strip()
+    if not token:
+        raise ValueError("set --access-token-file or KUBEPAM_ACCESS_TOKEN (from `kubepam workload login`)")
+    return token
+
+
+def _workload_checkouts(args: argparse.Namespace) -> int:
+    """`kubepam workload checkout|checkin`: a job's checkout of a shared account through the broker."""
+    from kubepam.client import broker
+
+    try:
+        token = _access_token(args)
+    except ValueError as exc:
+        print(f"kubepam: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "checkin":
+            namespace, _, name = (args.checkout or "").partition("/")
+            if not namespace or not name:
+                print("kubepam: --checkout namespace/name is required", file=sys.stderr)
+                return 2
+            answer = broker.checkin(args.broker, token, namespace, name)
+            print(f"{namespace}/{name}: check-in requested ({answer.get('phase')})", file=sys.stderr)
+            return 0
+        missing = [f"--{f}" for f in ("role", "project", "account", "reason") if not getattr(args, f)]
+        if missing:
+            print(f"kubepam: {', '.join(missing)} required for a checkout", file=sys.stderr)
+            return 2
+        answer = broker.checkout(
+            args.broker,
+            token,
+            role=args.role,
+            project=args.project,
+            account=args.account,
+            reason=args.reason,
+            duration=args.duration,
+            timeout=args.timeout,
+            progress=lambda note: print(f"kubepam: waiting: {note}", file=sys.stderr),
+        )
+    except broker.BrokerError as exc:
+        print(f"kubepam: {exc}", file=sys.stderr)
+        return 1
+    held = f"{answer['namespace']}/{answer['checkout']}"
+    if args.output:
+        path = Path(args.output)
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(json.dumps(answer) + "\n")
+        print(
+            f"{held}: {answer['account']} is yours until {answer['expiresAt']}; credential written to {path} "
+            f"(check in: kubepam workload checkin --checkout {held})",
+            file=sys.stderr,
+        )
+    else:
+        print(json.dumps(answer))
     return 0
 
 
@@ -352,6 +421,10 @@ def cmd_checkouts(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "checkout":
+
+            def waiting(name: str, status: dict[str, Any]) -> None:
+                print(f"{name}: {co.waiting_line(status)}", file=sys.stderr)
+
             obj = co.checkout(
                 args.namespace,
                 args.project,
@@ -359,19 +432,25 @@ def cmd_checkouts(args: argparse.Namespace) -> int:
                 args.reason,
                 args.duration,
                 args.elevate,
-                args.wait,
+                args.timeout if args.timeout is not None else (3600 if args.wait else 60),
                 args.break_glass,
+                queue=args.wait,
+                progress=waiting,
             )
             status = obj.get("status") or {}
             name = obj["metadata"]["name"]
-            if status.get("phase") == "Denied":
-                print(f"denied: {status.get('message')}", file=sys.stderr)
+            if status.get("phase") != "Active":
+                print(f"{status.get('phase', '').lower()}: {status.get('message')}", file=sys.stderr)
                 return 1
             print(f"{name}: {args.account} is yours until {status.get('expiresAt')}")
             print(f"credential: kubectl get secret {status.get('secretName')} -n {args.namespace} -o yaml")
             if args.show:
                 cred = co.credential(args.namespace, str(status.get("secretName")))
                 print(f"username: {cred.get('username')}\npassword: {cred.get('password')}")
+            return 0
+        if args.command == "claim":
+            co.claim(args.namespace, args.name)
+            print(f"{args.name}: claimed (it is yours while the offer stands)")
             return 0
         if args.command == "checkin":
             co.patch_spec(
@@ -392,12 +471,16 @@ def cmd_checkouts(args: argparse.Namespace) -> int:
             "ACCOUNT",
             "HOLDER",
             "STATUS",
+            "POSITION",
             "EXPIRES",
             "LEFT",
             "ELEVATION",
             "BREAK-GLASS",
         ]
-        _table(header, co.listing(None if args.all_namespaces else args.namespace))
+        rows = co.listing(None if args.all_namespaces else args.namespace)
+        if args.break_glass:
+            rows = [row for row in rows if row[-1]]
+        _table(header, rows)
         return 0
     except co.CheckoutError as exc:
         print(f"kubepam {args.command}: {exc}", file=sys.stderr)
@@ -546,9 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--objects", action="store_true", help="also print each object's offline plan")
     plan.set_defaults(fn=cmd_plan)
 
-    workload = sub.add_parser("workload", help="for CI jobs: exchange the job's OIDC token, or explain it")
-    workload.add_argument("action", choices=["login", "explain"])
-    workload.add_argument("--connection", required=True, help="namespace/name of the WorkloadConnection")
+    workload = sub.add_parser(
+        "workload",
+        help="for CI jobs: exchange the job's OIDC token, or explain it; check a shared account out or in",
+    )
+    workload.add_argument("action", choices=["login", "explain", "checkout", "checkin"])
+    workload.add_argument("--connection", help="namespace/name of the WorkloadConnection (login, explain)")
     workload.add_argument(
         "--broker", default=os.environ.get("KUBEPAM_BROKER"), help="broker URL ($KUBEPAM_BROKER)"
     )
@@ -558,8 +644,28 @@ def build_parser() -> argparse.ArgumentParser:
     workload.add_argument("--token-file", help="read the ID token from this file")
     workload.add_argument("--audience", help="audience to request (github, gcp)")
     workload.add_argument("--gitlab-variable", default="KUBEPAM_ID_TOKEN", help="the id_tokens variable name")
-    workload.add_argument("--output", "-o", help="write the access token to this file (mode 0600)")
+    workload.add_argument(
+        "--output",
+        "-o",
+        help="write the access token (login) or the checkout's credential to this file (0600)",
+    )
     workload.add_argument("--json", action="store_true", help="print the broker's JSON answer")
+    workload.add_argument("--role", help="checkout: the WorkloadRole (in the access token) to act as")
+    workload.add_argument("--project", help="checkout: the Project of the shared account")
+    workload.add_argument("--account", help="checkout: the shared account")
+    workload.add_argument("--duration", help="checkout: how long (capped by the policy)")
+    workload.add_argument("--reason", help="checkout: why (kept for audit)")
+    workload.add_argument(
+        "--access-token-file",
+        help="checkout, checkin: the kubepam access token (else $KUBEPAM_ACCESS_TOKEN)",
+    )
+    workload.add_argument("--checkout", help="checkin: namespace/name of the checkout")
+    workload.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        help="checkout: seconds to wait while approvers decide (default 300)",
+    )
     workload.set_defaults(fn=cmd_workload)
 
     ssh = sub.add_parser(
@@ -590,7 +696,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="approve it yourself in an emergency, where the CheckoutPolicy allows (capped window, flagged)",
     )
     co.add_argument("--show", action="store_true", help="print the credential (it is yours alone to read)")
-    co.add_argument("--wait", type=float, default=60)
+    co.add_argument(
+        "--wait",
+        action="store_true",
+        help="if the account is held, wait in its line (printing your place) and take it when offered",
+    )
+    co.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for the checkout (default 60, with --wait 3600; then it leaves the line)",
+    )
     co.add_argument("-n", "--namespace", default=namespace)
     co.set_defaults(fn=cmd_checkouts)
     ci = sub.add_parser("checkin", help="check a checkout in early")
@@ -598,6 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--force", action="store_true", help="security admins: force it (rotates the password)")
     ci.add_argument("-n", "--namespace", default=namespace)
     ci.set_defaults(fn=cmd_checkouts)
+    cl = sub.add_parser("claim", help="take an account offered to your queued checkout")
+    cl.add_argument("name")
+    cl.add_argument("-n", "--namespace", default=namespace)
+    cl.set_defaults(fn=cmd_checkouts)
     for verb in ("approve", "deny"):
         decide = sub.add_parser(
             verb, help=f"{verb} a checkout's open request (checkout, elevation, extension)"
@@ -609,6 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("checkouts", help="list checkouts (who holds what, until when)")
     ls.add_argument("-n", "--namespace", default=namespace)
     ls.add_argument("-A", "--all-namespaces", action="store_true")
+    ls.add_argument(
+        "--break-glass", action="store_true", help="only checkouts that used break-glass (security review)"
+    )
     ls.set_defaults(fn=cmd_checkouts)
 
     jit = sub.add_parser("jit", help="personal temporary privileged accounts")
@@ -632,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:  # everything after -- is the remote command of `kubepam ssh`
         cut = argv.index("--")
         argv, remote = argv[:cut], argv[cut + 1 :]
+    if argv[:2] == ["checkout", "claim"] and len(argv) > 2 and not argv[2].startswith("-"):
+        argv = argv[1:]  # `kubepam checkout claim NAME` is `kubepam claim NAME`
     args = build_parser().parse_args(argv)
     args.command_args = remote
     from kubepam.dev.install import InstallError

@@ -64,6 +64,11 @@ class Settings:
     jwks_timeout: timedelta = field(default_factory=lambda: _duration("KUBEPAM_JWKS_TIMEOUT", "5s"))
     # KUBEPAM_SYNC_GRACE: after start, how long the broker answers 503 for unknown objects (index warm-up).
     sync_grace: timedelta = field(default_factory=lambda: _duration("KUBEPAM_SYNC_GRACE", "5s"))
+    # KUBEPAM_WORKLOAD_CHECKOUT_WAIT: how long POST /v1/checkouts waits for the operator's decision before
+    # answering 503 with the checkout's name (the job then asks for its credential again).
+    workload_checkout_wait: timedelta = field(
+        default_factory=lambda: _duration("KUBEPAM_WORKLOAD_CHECKOUT_WAIT", "15s")
+    )
     # KUBEPAM_API_CONCURRENCY: Kubernetes API calls in flight at once (threads of the client pool).
     api_concurrency: int = field(default_factory=lambda: int(_env("KUBEPAM_API_CONCURRENCY", "32")))
     # KUBEPAM_RECONCILE_CONCURRENCY: checkouts and JIT accounts reconciled at once from the work queue

@@ -8,7 +8,9 @@ the approvers."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -27,6 +29,7 @@ from tests.e2e.harness import (
 )
 
 NS = "approvals"
+CLI = "import sys; from kubepam.cli import main; sys.exit(main(sys.argv[1:]))"
 ACCOUNT = "ops_shared"
 
 
@@ -272,6 +275,15 @@ def test_break_glass_self_approves_capped_flagged_and_warned(
     )
     row = plane.kubectl("secadmin", "get", "checkout", "glass", "-n", NS).stdout
     assert "BREAK-GLASS" in row and "true" in row
+    review = subprocess.run(  # a security admin's review: every break-glass use, across namespaces
+        [sys.executable, "-c", CLI, "checkouts", "-A", "--break-glass"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": str(plane.kubeconfig("secadmin"))},
+        check=True,
+    ).stdout.splitlines()
+    assert "BREAK-GLASS" in review[0] and [line.split()[1] for line in review[1:]] == ["glass"], review
     audit = [
         json.loads(line[line.index("{") : line.rindex("}") + 1])
         for line in world.logs().splitlines()

@@ -184,6 +184,8 @@ def test_api_server_rejects_schema_and_cel_violations_naming_the_field(
         ("get", "secrets", "team-rbac", True),  # a team namespace that opted in
         ("patch", "workloadconnections.kubepam.io/status", "team-rbac", True),
         ("create", "workloadconnections.kubepam.io", "team-rbac", False),
+        ("create", "checkouts.kubepam.io", "team-rbac", True),  # the broker's workload checkouts
+        ("create", "checkouts.kubepam.io", "default", False),  # only where a namespace opted in
         ("delete", "projects.kubepam.io", "team-rbac", False),
         ("create", "clusterrolebindings", "", False),
         ("impersonate", "users", "", False),

@@ -153,15 +153,61 @@ def record_outcomes() -> tuple[list[tuple[str, str]], Any]:
 
 
 class FakeLeases:
-    """Leases with the API server's semantics: the first writer holds, others read the holder."""
+    """Leases with the API server's semantics: the first writer holds, others read the holder; the
+    waiting line changes by the same pure rules as the real adapter (domain/queue.py), one write at a time."""
 
     def __init__(self) -> None:
-        from kubepam.adapters.leases import Hold
+        from kubepam.adapters.leases import Hold, Waiting
 
         self.held: dict[tuple[str, str], Hold] = {}
+        self.lines: dict[tuple[str, str], tuple[Waiting, ...]] = {}
+        self.writes = 0
+
+    def _get(self, namespace: str, name: str) -> Any:
+        from kubepam.domain.queue import LeaseState
+
+        return LeaseState(self.held.get((namespace, name)), self.lines.get((namespace, name), ()))
+
+    def _change(self, namespace: str, name: str, change: Any) -> Any:
+        before = self._get(namespace, name)
+        after = change(before)
+        if after != before:
+            self.writes += 1
+            key = (namespace, name)
+            if after.hold is None:
+                self.held.pop(key, None)
+            else:
+                self.held[key] = after.hold
+            if after.line:
+                self.lines[key] = after.line
+            else:
+                self.lines.pop(key, None)
+        return after
+
+    def line(self, namespace: str, name: str) -> list[str]:
+        """The checkouts waiting, in order (for assertions)."""
+        return [w.checkout for w in self.lines.get((namespace, name), ())]
+
+    async def state(self, namespace: str, name: str) -> Any:
+        return self._get(namespace, name)
+
+    async def take(self, namespace: str, name: str, want: Any, waiting: Any, owner: Any = None) -> Any:
+        from kubepam.domain import queue
+
+        return self._change(namespace, name, lambda s: queue.take(s, want, waiting))
 
     async def acquire(self, namespace: str, name: str, want: Any, owner: Any = None) -> Any:
-        return self.held.setdefault((namespace, name), want)
+        return (await self.take(namespace, name, want, None)).hold
+
+    async def leave(self, namespace: str, name: str, uid: str) -> Any:
+        from kubepam.domain import queue
+
+        return self._change(namespace, name, lambda s: queue.leave(s, uid))
+
+    async def handover(self, namespace: str, name: str, uid: str | None, offer_until: Any) -> Any:
+        from kubepam.domain import queue
+
+        return self._change(namespace, name, lambda s: queue.handover(s, uid, offer_until))
 
     async def holder(self, namespace: str, name: str) -> Any:
         return self.held.get((namespace, name))

@@ -254,6 +254,7 @@ async def broker() -> AsyncIterator[tuple[Client, BrokerWorld]]:
 
 SSH_FIELDS = ["role", "project", "server", "publicKey", "ttl"]
 ENROLL_FIELDS = ["namespace", "project", "token", "hostname", "os", "labels", "addresses"]
+CHECKOUT_FIELDS = ["role", "project", "account", "duration", "reason"]
 
 
 @st.composite
@@ -270,14 +271,14 @@ def bodies(draw: st.DrawFn, bw: BrokerWorld) -> bytes:
         n = draw(st.integers(min_value=100, max_value=3000))
         return json.dumps({f"k{i}": i for i in range(n)} if draw(st.booleans()) else list(range(n))).encode()
     if kind == "almost":
-        base = draw(st.sampled_from([bw.ssh_body(), bw.enroll_body()]))
+        base = draw(st.sampled_from([bw.ssh_body(), bw.enroll_body(), bw.checkout_body()]))
         key = draw(st.sampled_from(sorted(base)))
         return json.dumps({**base, key: draw(json_values)}).encode()
-    names = draw(st.sampled_from([SSH_FIELDS, ENROLL_FIELDS]))
+    names = draw(st.sampled_from([SSH_FIELDS, ENROLL_FIELDS, CHECKOUT_FIELDS]))
     return json.dumps(draw(st.fixed_dictionaries({}, optional={n: json_values for n in names}))).encode()
 
 
-ENDPOINTS = ["/v1/token", "/v1/token/validate", "/v1/ssh/sign", "/v1/enroll"]
+ENDPOINTS = ["/v1/token", "/v1/token/validate", "/v1/ssh/sign", "/v1/enroll", "/v1/checkouts"]
 
 
 @settings(FAST, max_examples=300)

@@ -217,6 +217,8 @@ async def test_the_broker_world_serves_every_endpoint(broker: tuple[Client, Brok
     assert (await resp.json())["principals"] == ["wl_deployer"]
     resp = await http.post("/v1/enroll", json=bw.enroll_body())
     assert resp.status == 200, await resp.text()
+    resp = await http.post("/v1/checkouts", json=bw.checkout_body(), headers=bearer)
+    assert resp.status == 201, await resp.text()
 
 
 @pytest.mark.parametrize("path", ["/v1/ssh/sign", "/v1/enroll"])

@@ -247,8 +247,8 @@ def test_only_the_requester_extends_or_elevates_a_checkout(plane: ControlPlane, 
     for body in ({"spec": {"duration": "8h"}}, {"spec": {"elevation": {"requested": True}}}):
         refused(
             patch(plane, "sonia", "checkout", "mallory-extend", body),
-            "only the requester (mallory) may change spec.duration, spec.elevation or spec.breakGlass of "
-            "this checkout; a security admin may force its check-in instead",
+            "only the requester (mallory) may change spec.duration, spec.elevation, spec.breakGlass, "
+            "spec.queue or spec.claim of this checkout; a security admin may force its check-in instead",
         )
         refused(
             patch(plane, "victor", "checkout", "mallory-extend", body),

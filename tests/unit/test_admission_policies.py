@@ -48,7 +48,7 @@ def test_people_may_only_append_votes_to_a_checkouts_status() -> None:
 @pytest.mark.parametrize(
     ("kind_file", "fields"),
     [
-        ("checkout.yaml", ["project", "account", "requester", "groups"]),
+        ("checkout.yaml", ["project", "account", "requester", "groups", "workloadRole"]),
         ("jitaccount.yaml", ["owner", "project", "accountName"]),
         ("sshcertificaterequest.yaml", ["*"]),
         ("x509certificaterequest.yaml", ["*"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +38,12 @@ def checkout(
     elevate: bool,
     wait: float,
     break_glass: str | None = None,
+    queue: bool = False,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
+    """Create a checkout and wait up to ``wait`` seconds for its decision. ``queue``: if the account is
+    held, wait in its line (spec.queue, spec.claim: taken as soon as it is offered) until Active;
+    ``progress`` hears of every new place in line. Given up at the timeout, the checkout leaves the line."""
     from kubernetes.client.exceptions import ApiException
 
     api, _ = _clients()
@@ -53,6 +59,8 @@ def checkout(
         spec["elevation"] = {"requested": True}
     if break_glass:
         spec["breakGlass"] = {"reason": break_glass}
+    if queue:
+        spec.update(queue=True, claim=True)
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Checkout",
@@ -66,18 +74,53 @@ def checkout(
     name = created["metadata"]["name"]
     deadline = time.monotonic() + wait
     obj: dict[str, Any] | None = None
+    seen: Any = None
     while time.monotonic() < deadline:
         obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        phase = (obj.get("status") or {}).get("phase")
-        if phase in ("Active", "Denied"):
+        status = obj.get("status") or {}
+        phase = status.get("phase")
+        if phase in DECIDED:
             return dict(obj)
-        time.sleep(0.25)
+        place = (status.get("queue") or {}).get("position") if phase == "Queued" else phase
+        if progress is not None and phase in ("Queued", "Offered") and place != seen:
+            progress(name, status)
+        seen = place
+        time.sleep(0.25 if phase != "Queued" else 1.0)
+    if obj is not None and (obj.get("status") or {}).get("phase") in ("Queued", "Offered"):
+        late = f"checkout {namespace}/{name} still waiting after {wait:.0f}s"
+        try:  # a bounded wait: leave the line rather than take the account with nobody there
+            patch_spec(namespace, name, {"checkin": {"requested": True}})
+        except CheckoutError as exc:
+            raise CheckoutError(f"{late}; leaving the line failed: {exc}") from None
+        raise CheckoutError(f"{late}: it left the line (--timeout SECONDS waits longer)")
     waiting = ((obj.get("status") or {}).get("approvalRequest") or {}).get("message") if obj else None
     if waiting:
         raise CheckoutError(f"checkout {namespace}/{name} is waiting: {waiting}")
     raise CheckoutError(
         f"checkout {namespace}/{name} not decided after {wait:.0f}s; is the operator running?"
     )
+
+
+DECIDED = ("Active", "Denied", "Expired", "Cancelled", "CheckedIn")
+
+
+def waiting_line(status: dict[str, Any]) -> str:
+    """A queued or offered checkout's place, for people."""
+    if status.get("phase") == "Offered":
+        return f"offered until {(status.get('offer') or {}).get('expiresAt', '')}"
+    place = status.get("queue") or {}
+    return f"#{place.get('position')} in line, estimated by {place.get('estimatedAt', '?')}"
+
+
+def position(status: dict[str, Any]) -> str:
+    """The POSITION column: a queued checkout's place in line."""
+    place = (status.get("queue") or {}).get("position") if status.get("phase") == "Queued" else None
+    return str(place) if place else ""
+
+
+def claim(namespace: str, name: str) -> None:
+    """Take an account offered to this checkout (or take it at once when its turn comes)."""
+    patch_spec(namespace, name, {"claim": True})
 
 
 def credential(namespace: str, secret: str) -> dict[str, str]:
@@ -142,6 +185,7 @@ def listing(namespace: str | None) -> list[list[str]]:
                 obj["spec"]["account"],
                 status.get("holder") or obj["spec"].get("requester", ""),
                 status.get("phase", "Pending"),
+                position(status),
                 status.get("expiresAt", ""),
                 left,
                 (status.get("elevation") or {}).get("state", ""),

@@ -3,6 +3,8 @@ check-in rotates the password, and the elevation state machine (Okta PAM checkou
 elevation). Pure: the service supplies ``now`` and carries out the steps.
 
 Phases:      Pending -> Active | Denied;  Active -> CheckinInProgress -> CheckedIn | Expired
+             Pending -> Queued -> Offered -> Active | Expired;  Queued | Offered -> Cancelled
+             (the waiting line: domain/queue.py)
 Elevation:   NOT_REQUIRED (account not eligible) | NOT_REQUESTED -> PENDING -> APPROVED -> ELEVATED
              -> REMOVED;  PENDING -> DENIED;  APPROVED/ELEVATED -> REMOVED at check-in or window end
 """
@@ -31,9 +33,13 @@ class Phase(enum.StrEnum):
     CHECKIN = "CheckinInProgress"
     CHECKED_IN = "CheckedIn"
     EXPIRED = "Expired"
+    QUEUED = "Queued"  # waiting in the account's line (spec.queue)
+    OFFERED = "Offered"  # first in line: the account is theirs to claim until status.offer.expiresAt
+    CANCELLED = "Cancelled"  # left the line (check-in requested or deleted while Queued or Offered)
 
 
-FINAL = frozenset({Phase.DENIED, Phase.CHECKED_IN, Phase.EXPIRED})
+FINAL = frozenset({Phase.DENIED, Phase.CHECKED_IN, Phase.EXPIRED, Phase.CANCELLED})
+FINAL_PHASES = frozenset(phase.value for phase in FINAL)
 
 
 class Elevation(enum.StrEnum):

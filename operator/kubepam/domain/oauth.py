@@ -56,3 +56,9 @@ def invalid_token(description: str, outcome: str) -> OAuthError:
 
 def temporarily_unavailable(description: str, outcome: str = "unavailable") -> OAuthError:
     return OAuthError("temporarily_unavailable", description, 503, outcome)
+
+
+def not_found(description: str, outcome: str = "not_found") -> OAuthError:
+    """A broker resource (a workload's checkout) that does not exist for this caller; the same answer
+    whether it is missing or someone else's, so its existence is not revealed."""
+    return OAuthError("not_found", description, 404, outcome)

@@ -25,7 +25,7 @@ from kubepam.domain.errors import SpecError
 from kubepam.domain.policy import Capability, Policy, Request, Subject, evaluate, parse_policy
 from kubepam.domain.project import parse_project
 
-HOLDING = frozenset({Phase.ACTIVE.value, Phase.CHECKIN.value})
+HOLDING = frozenset({Phase.ACTIVE.value, Phase.CHECKIN.value, Phase.OFFERED.value})  # an offer holds it too
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def covering_policy(
 def holder_of(
     checkouts: Sequence[Mapping[str, Any]], namespace: str, project: str, account: str
 ) -> Mapping[str, Any] | None:
-    """The checkout holding an account now (Active, or still checking in), if any."""
+    """The checkout holding an account now (Active, still checking in, or offered from the line), if any."""
     for obj in checkouts:
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
         if (

@@ -10,6 +10,12 @@ ERROR (an ERROR line means kubepam itself is broken).
     POST /v1/token/validate   dry run with a claim-by-claim trace (Draft or Active connections)
     POST /v1/ssh/sign         Bearer kubepam access token + role/project/server/publicKey -> certificate
     POST /v1/enroll           a server trades its project's enrollment token for a Server and the CA keys
+    POST   /v1/checkouts      Bearer + role/project/account/reason[/duration] -> a Checkout and its credential
+                              (201, returned this once); 403 Denied naming the holder; 503 while not decided
+    GET    /v1/checkouts/{namespace}/{name}             its status (never the credential)
+    POST   /v1/checkouts/{namespace}/{name}/credential  the credential of one decided late (approvers), once
+    DELETE /v1/checkouts/{namespace}/{name}             check it in (202); only the token's own checkouts
+                              (spec.requester == the token's sub), any other is 404 as a missing one
     GET  /.well-known/jwks.json   keys that sign kubepam access tokens
     GET  /healthz, /readyz, /metrics
 """
@@ -29,6 +35,7 @@ from kubepam.adapters import metrics
 from kubepam.domain import oauth, strict_json
 from kubepam.domain.oauth import OAuthError
 from kubepam.domain.text import clip
+from kubepam.services.workload_checkouts import NotSettled
 
 if TYPE_CHECKING:
     from kubepam.handlers.runtime import Runtime
@@ -151,6 +158,48 @@ async def ssh_sign(request: web.Request) -> web.Response:
     )
 
 
+def _not_settled(exc: NotSettled) -> web.Response:
+    return web.json_response(exc.body(), status=503, headers={**NO_STORE, "Retry-After": "5"})
+
+
+async def workload_checkout(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    claims = rt.access.verify(request.headers.get("Authorization"))
+    body = await read_json(request)
+    try:
+        answer = await rt.workload_checkouts.checkout(claims, body)
+    except NotSettled as exc:
+        return _not_settled(exc)
+    return web.json_response(answer, status=201, headers=NO_STORE)
+
+
+async def workload_checkout_status(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    claims = rt.access.verify(request.headers.get("Authorization"))
+    ns, name = request.match_info["namespace"], request.match_info["name"]
+    return web.json_response(await rt.workload_checkouts.status(claims, ns, name), headers=NO_STORE)
+
+
+async def workload_checkout_credential(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    claims = rt.access.verify(request.headers.get("Authorization"))
+    ns, name = request.match_info["namespace"], request.match_info["name"]
+    try:
+        answer = await rt.workload_checkouts.credential(claims, ns, name)
+    except NotSettled as exc:
+        return _not_settled(exc)
+    return web.json_response(answer, headers=NO_STORE)
+
+
+async def workload_checkin(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    claims = rt.access.verify(request.headers.get("Authorization"))
+    ns, name = request.match_info["namespace"], request.match_info["name"]
+    return web.json_response(
+        await rt.workload_checkouts.checkin(claims, ns, name), status=202, headers=NO_STORE
+    )
+
+
 async def enroll(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     return web.json_response(await rt.enroller.enroll(await read_json(request)), headers=NO_STORE)
@@ -190,6 +239,10 @@ def make_app(rt: Runtime, extra_routes: list[web.RouteDef] | None = None) -> web
             web.post("/v1/token/validate", validate),
             web.post("/v1/ssh/sign", ssh_sign),
             web.post("/v1/enroll", enroll),
+            web.post("/v1/checkouts", workload_checkout),
+            web.get("/v1/checkouts/{namespace}/{name}", workload_checkout_status),
+            web.post("/v1/checkouts/{namespace}/{name}/credential", workload_checkout_credential),
+            web.delete("/v1/checkouts/{namespace}/{name}", workload_checkin),
             web.get("/.well-known/jwks.json", jwks),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),

@@ -33,6 +33,7 @@ from kubepam.services.enrollment import Enroller
 from kubepam.services.jit import JitService
 from kubepam.services.projects import CAStore, EnrollmentTokens
 from kubepam.services.scheduler import Scheduler
+from kubepam.services.workload_checkouts import WorkloadCheckouts
 from kubepam.services.workload_identity import AccessTokenVerifier, TokenExchange
 from kubepam.settings import Settings
 
@@ -62,6 +63,7 @@ class Runtime:
     enroller: Enroller
     access: AccessTokenVerifier
     checkouts: CheckoutService
+    workload_checkouts: WorkloadCheckouts  # the broker's /v1/checkouts
     jit: JitService
     accounts: Accounts
     events: Events
@@ -161,6 +163,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
             signing, issuer=SETTINGS.issuer, audience=SETTINGS.audience, directory=directory
         ),
         checkouts=checkouts,
+        workload_checkouts=WorkloadCheckouts(
+            objects, secrets, utcnow, wait=SETTINGS.workload_checkout_wait.total_seconds()
+        ),
         jit=jit,
         accounts=accounts,
         events=events,

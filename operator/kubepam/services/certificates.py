@@ -180,20 +180,9 @@ class CertificateIssuer:
 def workload_request(claims: Mapping[str, Any], body: Mapping[str, Any]) -> tuple[str, str]:
     """(namespace, role) for a /v1/ssh/sign body, checked against the access token's roles."""
     from kubepam.domain import oauth
+    from kubepam.services.workload_identity import token_role
 
-    asked = body.get("role")
-    if not isinstance(asked, str) or not asked:
-        raise oauth.invalid_request("role is required (a WorkloadRole named in the access token)")
-    roles = [r for r in claims.get("roles") or [] if isinstance(r, str)]
-    matches = [r for r in roles if r == asked or r.split("/", 1)[-1] == asked]
-    if not matches:
-        raise oauth.access_denied(
-            f"the access token does not carry role {clip(asked)} (it has: {clip(', '.join(roles))})",
-            "role_not_in_token",
-        )
-    if len(matches) > 1:
-        raise oauth.invalid_request(f"role {clip(asked)} is ambiguous; use namespace/role")
-    namespace, role = matches[0].split("/", 1)
+    namespace, role = token_role(claims, body.get("role"))
     for field in ("project", "publicKey"):
         if not isinstance(body.get(field), str) or not body.get(field):
             raise oauth.invalid_request(f"{field} is required (a string)")

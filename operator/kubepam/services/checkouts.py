@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from kubepam.adapters import postgres
 from kubepam.adapters.events import Events
 from kubepam.adapters.kube import Secrets, owner_reference
-from kubepam.adapters.leases import Hold, Leases
+from kubepam.adapters.leases import Hold, Leases, LeaseState, Waiting
 from kubepam.adapters.rbac import Rbac
 from kubepam.domain.approvals import (
     State,
@@ -33,6 +33,7 @@ from kubepam.domain.approvals import (
 )
 from kubepam.domain.checkout import (
     FINAL,
+    FINAL_PHASES,
     HOLDS_PRIVILEGE,
     ApprovalRule,
     CheckinReason,
@@ -52,6 +53,7 @@ from kubepam.domain.ownership import derived_name
 from kubepam.domain.plans import Plan
 from kubepam.domain.policy import Capability, Decision, Policy, Request, Subject, evaluate
 from kubepam.domain.project import ProjectSpec
+from kubepam.domain.queue import DEFAULT_CLAIM_WINDOW, Offer, estimate, offer_outcome
 from kubepam.domain.text import clip
 from kubepam.services.accounts import Account, Accounts, find_account
 from kubepam.services.projects import put
@@ -77,7 +79,7 @@ def _ts(value: Any) -> datetime | None:
 def health(phase: Phase, message: str) -> Plan:
     if phase is Phase.DENIED:
         return Plan(Health.STALLED, "Denied", message)
-    if phase in (Phase.PENDING, Phase.CHECKIN):
+    if phase in (Phase.PENDING, Phase.CHECKIN, Phase.QUEUED, Phase.OFFERED):
         return Plan(Health.RECONCILING, phase.value, message)
     return Plan(Health.READY, phase.value, message)
 
@@ -141,6 +143,8 @@ class CheckoutService(ObjectReconciler):
         pending = pending_deadline(status)
         if phase in (None, Phase.PENDING.value):
             return pending
+        if phase == Phase.OFFERED.value:  # the claim window's end (a queued checkout has no deadline)
+            return _ts((status.get("offer") or {}).get("expiresAt"))
         if phase != Phase.ACTIVE.value:
             return None
         elevation = status.get("elevation") or {}
@@ -154,9 +158,13 @@ class CheckoutService(ObjectReconciler):
             phase = Phase(status.get("phase") or Phase.PENDING.value)
             if phase in FINAL:
                 return
-            handler = {Phase.PENDING: self._start, Phase.ACTIVE: self._active, Phase.CHECKIN: self._checkin}[
-                phase
-            ]
+            handler = {
+                Phase.PENDING: self._start,
+                Phase.QUEUED: self._queued,
+                Phase.OFFERED: self._offered,
+                Phase.ACTIVE: self._active,
+                Phase.CHECKIN: self._checkin,
+            }[phase]
             changes = await handler(obj)
             if not changes:
                 return
@@ -189,7 +197,9 @@ class CheckoutService(ObjectReconciler):
         ns, now = meta["namespace"], self._clock()
         account, policy, problem = self._context(obj)
         if account is None or policy is None:
-            if self._settling(obj):  # applied together with its Project or CheckoutPolicy: wait for them
+            # applied together with its Project or CheckoutPolicy: wait for them (a workload's checkout comes
+            # from the broker, never in a batch: its job is answered now)
+            if self._settling(obj) and not str(spec["requester"]).startswith(WORKLOAD_PREFIX):
                 return await self._wait_for_reference(obj, problem)
             return await self._deny(obj, problem)
         subject = checkout_subject(spec)
@@ -364,20 +374,42 @@ class CheckoutService(ObjectReconciler):
         duration: timedelta,
         now: datetime,
     ) -> dict[str, Any]:
-        """Take the account's Lease (decided by the API server) and activate, or refuse: it is held."""
+        """Take the account's Lease (decided by the API server) and activate; or, when it is held and
+        spec.queue asks for it, join its waiting line (on the same Lease) and wait Queued; or refuse."""
         meta, spec = obj["metadata"], obj["spec"]
-        ns = meta["namespace"]
-        want = Hold(meta["uid"], meta["name"], spec["requester"], now + duration)
-        holder = await self._leases.acquire(ns, account.lease_name, want)
-        if holder.uid != want.uid and not await self._reclaim_if_orphaned(ns, account, policy, holder):
-            return await self._deny(obj, await self._denial(ns, account, holder, now))
-        if holder.uid != want.uid:
-            holder = await self._leases.acquire(ns, account.lease_name, want)
-            if holder.uid != want.uid:
-                return await self._deny(obj, await self._denial(ns, account, holder, now))
-        expires = holder.expires_at or want.expires_at
-        assert expires is not None
-        return await self._activate(obj, account, policy, decision, expires, now)
+        ns, uid = meta["namespace"], meta["uid"]
+        want = Hold(uid, meta["name"], spec["requester"], now + duration)
+        waiting = Waiting(uid, meta["name"], spec["requester"], now) if spec.get("queue") else None
+        state = await self._leases.take(ns, account.lease_name, want, waiting)
+        if (
+            state.hold is not None
+            and state.hold.uid != uid
+            and await self._reclaim_if_orphaned(ns, account, policy, state.hold)
+        ):
+            state = await self._leases.take(ns, account.lease_name, want, waiting)
+        if state.hold is None and state.line:  # free with people waiting (after a crash): the head first
+            state = await self._pass_on(ns, account, policy.claim_window, None)
+        if state.hold is not None and state.hold.uid == uid:
+            if state.hold.offered:  # handed to us from the line between two reads
+                return self._offer(obj, account, state.hold, now)
+            expires = state.hold.expires_at or want.expires_at
+            assert expires is not None
+            return await self._activate(obj, account, policy, decision, expires, now)
+        if state.position(uid) is not None:
+            queued = self._queue_status(obj, account, policy, state, now)
+            self._note(
+                obj,
+                "Queued",
+                f"{spec['requester']} waits in line for {account.name}: {queued['message']}",
+                audit={"actor": spec["requester"], "account": account.name, "position": state.position(uid)},
+            )
+            return queued
+        if state.hold is None:
+            ahead = len(state.line)
+            return await self._deny(
+                obj, f"account {account.name} goes to the {ahead} checkout(s) waiting in its line first"
+            )
+        return await self._deny(obj, await self._denial(ns, account, state.hold, now))
 
     async def _activate(
         self,
@@ -395,7 +427,9 @@ class CheckoutService(ObjectReconciler):
         secret = credential_secret_name(meta["name"], meta["uid"])
         owner = self._owner(obj)
         await put(self._secrets, ns, secret, credential, owner)
-        await self._rbac.grant_secret_read(ns, secret, secret, spec["requester"], owner)
+        if not str(spec["requester"]).startswith(WORKLOAD_PREFIX):  # a workload has no Kubernetes user:
+            # the broker hands it the credential once (services/workload_checkouts.py)
+            await self._rbac.grant_secret_read(ns, secret, secret, spec["requester"], owner)
         rule = decision.grant
         wants_elevation = bool((spec.get("elevation") or {}).get("requested"))
         elevation = elevation_on_grant(
@@ -457,16 +491,214 @@ class CheckoutService(ObjectReconciler):
     async def _reclaim_if_orphaned(
         self, ns: str, account: Account, policy: CheckoutPolicySpec, holder: Hold
     ) -> bool:
-        """A Lease whose Checkout was deleted while the operator was away: clean up as a forced check-in."""
-        other = await self._objects.get(PLURAL, ns, holder.checkout) if holder.checkout else None
-        if other is not None and other["metadata"]["uid"] == holder.uid:
+        """A Lease whose Checkout was deleted while the operator was away (or has ended): clean up as a
+        forced check-in, and hand the account to the next in its line."""
+        if await self._alive(ns, holder.uid, holder.checkout):
             return False
-        await self._revoke_account(account, policy, holder.holder, holder.checkout, holder.uid)
-        if policy.rotate_on_forced:
-            await self._accounts.rotate(account)
-        await self._leases.release(ns, account.lease_name, holder.uid)
+        if not holder.offered:  # an offer never handed out the credential: nothing to take back
+            await self._revoke_account(account, policy, holder.holder, holder.checkout, holder.uid)
+            if policy.rotate_on_forced:
+                await self._accounts.rotate(account)
+        await self._pass_on(ns, account, policy.claim_window, holder.uid)
         log.info("reclaimed %s/%s from deleted checkout %s", ns, account.name, holder.checkout)
         return True
+
+    # ----- the waiting line (domain/queue.py): it lives on the account's Lease ----------------------
+    async def _alive(self, ns: str, uid: str, name: str) -> bool:
+        """Does the Checkout ``name`` with this uid still exist and still want or hold its account?"""
+        other = await self._objects.get(PLURAL, ns, name) if name else None
+        if other is None or other["metadata"].get("uid") != uid or other["metadata"].get("deletionTimestamp"):
+            return False
+        return str((other.get("status") or {}).get("phase") or Phase.PENDING.value) not in FINAL_PHASES
+
+    def _renumber(self, ns: str, state: LeaseState) -> None:
+        """Everyone still in line writes their new position (each under its own lock, from the Lease)."""
+        for waiting in state.line:
+            self.enqueue(ns, waiting.checkout)
+
+    async def _pass_on(self, ns: str, account: Account, window: timedelta, uid: str | None) -> LeaseState:
+        """The holder ``uid`` (None: nobody, the account was freed before a crash) lets go and the head of
+        the line gets an offer for ``window``, in one guarded write of the Lease (or the account is free).
+        A head whose checkout is gone is passed over; entries of checkouts that are gone leave the line.
+        The offered checkout is enqueued (it turns Offered, and Active if it claims) and so is everyone
+        still waiting (their positions)."""
+        lease = account.lease_name
+        state = await self._leases.handover(ns, lease, uid, self._clock() + window)
+        for _ in range(len(state.line) + 1):
+            hold = state.hold
+            if hold is None or not hold.offered or await self._alive(ns, hold.uid, hold.checkout):
+                break
+            log.info("%s/%s: passing over checkout %s, which is gone", ns, account.name, hold.checkout)
+            state = await self._leases.handover(ns, lease, hold.uid, self._clock() + window)
+        for waiting in state.line:
+            if not await self._alive(ns, waiting.uid, waiting.checkout):
+                state = await self._leases.leave(ns, lease, waiting.uid)
+        if state.hold is not None and state.hold.offered:
+            self.enqueue(ns, state.hold.checkout)
+        self._renumber(ns, state)
+        return state
+
+    def _queue_status(
+        self,
+        obj: Mapping[str, Any],
+        account: Account,
+        policy: CheckoutPolicySpec,
+        state: LeaseState,
+        now: datetime,
+    ) -> dict[str, Any]:
+        uid = obj["metadata"]["uid"]
+        place = state.position(uid)
+        assert place is not None
+        until = estimate(state.hold, place, policy.max_duration, policy.claim_window, now)
+        holder = f"held by {state.hold.holder}" if state.hold is not None else "free"
+        return {
+            "phase": Phase.QUEUED.value,
+            "queue": {
+                "position": place,
+                "estimatedAt": rfc3339(until),
+                "joinedAt": rfc3339(state.line[place - 1].joined_at),
+            },
+            "message": f"#{place} in line for {account.name} ({holder}); estimated by {rfc3339(until)}",
+        }
+
+    def _offer(self, obj: Mapping[str, Any], account: Account, hold: Hold, now: datetime) -> dict[str, Any]:
+        """First in line: the account is held for this checkout until the offer's deadline."""
+        meta, spec = obj["metadata"], obj["spec"]
+        deadline = rfc3339(hold.expires_at or now)
+        self.wake(meta["namespace"], meta["name"], _ts(deadline) or now)
+        self._note(
+            obj,
+            "Offered",
+            f"{account.name} is offered to {spec['requester']} until {deadline}",
+            audit={"actor": spec["requester"], "account": account.name, "until": deadline},
+        )
+        claim = "claiming it" if spec.get("claim") else f"claim it (kubepam claim {meta['name']})"
+        return {
+            "phase": Phase.OFFERED.value,
+            "queue": None,
+            "offer": {"expiresAt": deadline},
+            "message": f"{account.name} is yours: {claim} before {deadline}",
+        }
+
+    async def _cancel(
+        self, obj: Mapping[str, Any], account: Account, window: timedelta, why: str
+    ) -> dict[str, Any]:
+        """Leave the line, or pass an offer on (the check-in of a checkout that never held the credential)."""
+        meta, spec = obj["metadata"], obj["spec"]
+        ns, uid = meta["namespace"], meta["uid"]
+        state = await self._leases.leave(ns, account.lease_name, uid)
+        if state.hold is not None and state.hold.uid == uid:  # offered meanwhile: the next one's turn
+            await self._pass_on(ns, account, window, uid)
+        else:
+            self._renumber(ns, state)
+        self._note(
+            obj,
+            Phase.CANCELLED.value,
+            f"{spec['requester']} {why} for {account.name}",
+            audit={"actor": spec["requester"], "account": account.name, "why": why},
+        )
+        self.forget(ns, meta["name"])
+        return {"phase": Phase.CANCELLED.value, "queue": None, "message": why}
+
+    async def _queued(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Waiting in line: take an offer made to us, leave if asked, else keep the position current."""
+        meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
+        ns, uid, now = meta["namespace"], meta["uid"], self._clock()
+        account, policy, problem = self._context(obj)
+        if account is None or policy is None:
+            if account is not None:
+                await self._cancel(obj, account, DEFAULT_CLAIM_WINDOW, "left the line")
+            return {**await self._deny(obj, problem), "queue": None}
+        state = await self._leases.state(ns, account.lease_name)
+        if (
+            state.hold is not None
+            and state.hold.uid != uid
+            and await self._reclaim_if_orphaned(ns, account, policy, state.hold)
+        ):
+            state = await self._leases.state(ns, account.lease_name)
+        if state.hold is None and state.line:  # free with people waiting (after a crash): the head first
+            state = await self._pass_on(ns, account, policy.claim_window, None)
+        if state.hold is not None and state.hold.uid == uid:
+            return self._offer(obj, account, state.hold, now)  # a check-in asked meanwhile passes it on
+        checkin = spec.get("checkin") or {}
+        if checkin.get("requested") or checkin.get("force"):
+            return await self._cancel(obj, account, policy.claim_window, "left the line")
+        if state.position(uid) is None:  # the Lease was removed or rewritten by hand: start over
+            lost = "lost its place in line: asking again"
+            return {"phase": Phase.PENDING.value, "queue": None, "message": lost}
+        changes = self._queue_status(obj, account, policy, state, now)
+        return {} if all(status.get(k) == v for k, v in changes.items()) else changes
+
+    async def _offered(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """First in line: claimed -> Active (the checkout's time starts now); the claim window over ->
+        Expired and the next one's turn (no rotation: the credential was never handed out)."""
+        meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
+        ns, uid, now = meta["namespace"], meta["uid"], self._clock()
+        account, policy, problem = self._context(obj)
+        if account is None or policy is None:
+            if account is not None:
+                await self._cancel(obj, account, DEFAULT_CLAIM_WINDOW, "declined the offer")
+            return await self._deny(obj, problem)
+        checkin = spec.get("checkin") or {}
+        if checkin.get("requested") or checkin.get("force"):
+            return await self._cancel(obj, account, policy.claim_window, "declined the offer")
+        state = await self._leases.state(ns, account.lease_name)
+        mine = state.hold is not None and state.hold.uid == uid
+        deadline = _ts((status.get("offer") or {}).get("expiresAt")) or (
+            state.hold.expires_at if state.hold is not None and mine else None
+        )
+        unclaimed = f"offer not claimed within {format_duration(policy.claim_window)}"
+        if not mine:  # passed on already (a crash after the hand-over), or the Lease was rewritten by hand
+            if offer_outcome(False, deadline, now) is Offer.EXPIRE:
+                self.forget(ns, meta["name"])
+                return {"phase": Phase.EXPIRED.value, "message": unclaimed}
+            return {"phase": Phase.PENDING.value, "offer": None, "message": "the offer is gone: asking again"}
+        outcome = offer_outcome(bool(spec.get("claim")), deadline, now)
+        if outcome is Offer.WAIT:
+            assert deadline is not None
+            self.wake(ns, meta["name"], deadline)
+            return {}
+        if outcome is Offer.EXPIRE:
+            await self._pass_on(ns, account, policy.claim_window, uid)
+            self._note(
+                obj,
+                "OfferExpired",
+                f"{spec['requester']} did not claim {account.name}: {unclaimed}; it goes to the next in line",
+                audit={"actor": spec["requester"], "account": account.name, "why": unclaimed},
+            )
+            self.forget(ns, meta["name"])
+            return {"phase": Phase.EXPIRED.value, "message": unclaimed}
+        terms = self._claim_terms(obj, account, policy)
+        if isinstance(terms, str):  # no longer allowed: the next one's turn
+            await self._pass_on(ns, account, policy.claim_window, uid)
+            return await self._deny(obj, terms)
+        decision, duration = terms
+        expires = now + duration
+        claimed = Hold(uid, meta["name"], spec["requester"], expires)
+        await self._leases.update_expiry(ns, account.lease_name, claimed)
+        self._renumber(ns, state)  # the estimates behind move with the claim
+        return await self._activate(obj, account, policy, decision, expires, now)
+
+    def _claim_terms(
+        self, obj: Mapping[str, Any], account: Account, policy: CheckoutPolicySpec
+    ) -> tuple[Decision, timedelta] | str:
+        """The rule and the length of a claimed checkout, judged at the claim; or why it is refused now."""
+        spec, ns = obj["spec"], obj["metadata"]["namespace"]
+        decision = evaluate(
+            self._dir.policies(ns),
+            checkout_subject(spec),
+            Request(ns, spec["project"], Capability.CHECKOUT, account=account.name),
+        )
+        if not decision.allowed:
+            return decision.reason
+        try:
+            requested = parse_duration(spec["duration"]) if spec.get("duration") else None
+        except ValueError as exc:
+            return f"spec.duration: {exc}"
+        duration = checkout_duration(requested, policy.max_duration, decision.checkout_duration)
+        if approved := (obj.get("status") or {}).get("approvedDuration"):  # approvers granted this (capped)
+            duration = min(duration, parse_duration(approved))
+        return decision, duration
 
     async def _active(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta, spec, status = obj["metadata"], obj["spec"], obj.get("status") or {}
@@ -768,8 +1000,9 @@ class CheckoutService(ObjectReconciler):
             self._secrets.delete(ns, secret, self._owner(obj)),
             self._rbac.revoke_secret_read(ns, secret, self._owner(obj)),
         )
-        if account is not None:
-            await self._leases.release(ns, account.lease_name, meta["uid"])
+        if account is not None:  # the same Lease write frees it and offers it to the next in line
+            window = policy.claim_window if policy is not None else DEFAULT_CLAIM_WINDOW
+            await self._pass_on(ns, account, window, meta["uid"])
         final = Phase.EXPIRED if reason is CheckinReason.EXPIRED else Phase.CHECKED_IN
         self._note(
             obj,
@@ -797,19 +1030,23 @@ class CheckoutService(ObjectReconciler):
         await self._write(obj, changes)
 
     async def abandoned(self, obj: Mapping[str, Any]) -> None:
-        """A Checkout deleted while it held its account: clean up as a forced check-in would."""
+        """A Checkout deleted while it held its account: clean up as a forced check-in would (an offer
+        passes to the next in line). Deleted while waiting in line: leave it."""
         ns = obj["metadata"]["namespace"]
         account, policy, _ = self._context(obj)
         if account is None or policy is None:
             return
-        holder = await self._leases.holder(ns, account.lease_name)
-        if holder is not None and holder.uid == obj["metadata"]["uid"]:
-            try:
-                await self._reclaim_if_orphaned(ns, account, policy, holder)
-            except RETRYABLE as exc:
-                log.warning(
-                    "cleanup of deleted checkout %s/%s failed, retried at the next checkout: %s",
-                    ns,
-                    obj["metadata"]["name"],
-                    exc,
-                )
+        uid = obj["metadata"]["uid"]
+        try:
+            state = await self._leases.state(ns, account.lease_name)
+            if state.hold is not None and state.hold.uid == uid:
+                await self._reclaim_if_orphaned(ns, account, policy, state.hold)
+            elif state.position(uid) is not None:  # deleted while waiting: leave the line
+                self._renumber(ns, await self._leases.leave(ns, account.lease_name, uid))
+        except RETRYABLE as exc:
+            log.warning(
+                "cleanup of deleted checkout %s/%s failed, retried at the next checkout: %s",
+                ns,
+                obj["metadata"]["name"],
+                exc,
+            )

@@ -323,3 +323,21 @@ class AccessTokenVerifier:
                 "connection_inactive",
             )
         return claims
+
+
+def token_role(claims: Mapping[str, Any], asked: object) -> tuple[str, str]:
+    """(namespace, role) of the WorkloadRole a broker request names (``name`` or ``namespace/name``),
+    which must be one of the verified access token's ``roles``; refusals are RFC 6749 errors."""
+    if not isinstance(asked, str) or not asked:
+        raise oauth.invalid_request("role is required (a WorkloadRole named in the access token)")
+    roles = [r for r in claims.get("roles") or [] if isinstance(r, str)]
+    matches = [r for r in roles if r == asked or r.split("/", 1)[-1] == asked]
+    if not matches:
+        raise oauth.access_denied(
+            f"the access token does not carry role {clip(asked)} (it has: {clip(', '.join(roles))})",
+            "role_not_in_token",
+        )
+    if len(matches) > 1:
+        raise oauth.invalid_request(f"role {clip(asked)} is ambiguous; use namespace/role")
+    namespace, role = matches[0].split("/", 1)
+    return namespace, role
