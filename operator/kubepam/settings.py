@@ -69,6 +69,12 @@ class Settings:
     workload_checkout_wait: timedelta = field(
         default_factory=lambda: _duration("KUBEPAM_WORKLOAD_CHECKOUT_WAIT", "15s")
     )
+    # KUBEPAM_AGENT_CERT_TTL: lifetime of a server agent's client certificate (renewed at two thirds).
+    agent_cert_ttl: timedelta = field(default_factory=lambda: _duration("KUBEPAM_AGENT_CERT_TTL", "24h"))
+    # KUBEPAM_AGENT_SILENT_AFTER: an enrolled agent silent this long makes its Server not Ready (AgentSilent).
+    agent_silent_after: timedelta = field(
+        default_factory=lambda: _duration("KUBEPAM_AGENT_SILENT_AFTER", "5m")
+    )
     # KUBEPAM_API_CONCURRENCY: Kubernetes API calls in flight at once (threads of the client pool).
     api_concurrency: int = field(default_factory=lambda: int(_env("KUBEPAM_API_CONCURRENCY", "32")))
     # KUBEPAM_RECONCILE_CONCURRENCY: checkouts and JIT accounts reconciled at once from the work queue

@@ -15,6 +15,7 @@ from typing import Any
 from kubepam.domain.checkout import parse_checkout_policy
 from kubepam.domain.conditions import Health, health_conditions, rfc3339, same_conditions
 from kubepam.domain.connection import Phase, parse_connection
+from kubepam.domain.durations import format_duration
 from kubepam.domain.errors import SpecError
 from kubepam.domain.policy import parse_policy
 from kubepam.domain.roles import parse_role
@@ -70,6 +71,49 @@ def plan_generic(kind: str, namespace: str, name: str, spec: Mapping[str, Any]) 
     if problems:
         return invalid(problems)
     return Plan(Health.READY, "Accepted", f"{kind} is valid and in effect")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def agent_silent_at(status: Mapping[str, Any] | None, silent_after: timedelta) -> datetime | None:
+    """When an enrolled agent becomes silent (its last heartbeat, or its enrollment, plus the limit);
+    None for a Server without an agent."""
+    agent = (status or {}).get("agent") or {}
+    if not agent.get("keyFingerprint"):
+        return None
+    seen = _parse_time(agent.get("lastSeen")) or _parse_time(agent.get("enrolledAt"))
+    return seen + silent_after if seen is not None else None
+
+
+def plan_server(
+    namespace: str,
+    name: str,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any] | None,
+    now: datetime,
+    silent_after: timedelta,
+) -> Plan:
+    """A valid Server is Ready, unless its enrolled agent has been silent longer than ``silent_after``."""
+    plan = plan_generic("Server", namespace, name, spec)
+    if plan.health is not Health.READY:
+        return plan
+    silent = agent_silent_at(status, silent_after)
+    if silent is not None and now >= silent:
+        agent = (status or {}).get("agent") or {}
+        seen = agent.get("lastSeen") or f"never (enrolled {agent.get('enrolledAt') or 'at an unknown time'})"
+        return Plan(
+            Health.STALLED,
+            "AgentSilent",
+            f"the server's agent has not reported for {format_duration(silent_after)}; last seen {seen}",
+        )
+    return plan
 
 
 def plan_connection(

@@ -66,6 +66,7 @@ class Request:
 class CertTerms:
     enabled: bool = True
     ttl: timedelta | None = None
+    sudo: bool = False  # SSH only: the local account the agent creates gets passwordless sudo
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def parse_policy(namespace: str, name: str, spec: Mapping[str, Any]) -> Policy:
                 ssh=CertTerms(
                     bool(ssh.get("enabled", True)),
                     _opt_duration(ssh.get("ttl"), f"{at}.sshCertificate.ttl", problems),
+                    bool(ssh.get("sudo", False)),
                 ),
                 x509=CertTerms(
                     bool(x509.get("enabled", True)),

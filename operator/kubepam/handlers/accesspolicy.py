@@ -12,6 +12,7 @@ from kubepam.domain.plans import plan_policy
 from kubepam.domain.policy import Policy, parse_policy
 from kubepam.handlers.registries import CONTROL, VIEW
 from kubepam.handlers.status import apply_plan, ref
+from kubepam.services.agents import CHANGES, namespace_scope
 
 PLURAL = "accesspolicies"
 
@@ -23,6 +24,11 @@ def policies_index(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> dict[str, Poli
         return {me.namespace: parse_policy(me.namespace, me.name, spec)}
     except SpecError:
         return None  # an invalid policy grants nothing; its status says why
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, registry=VIEW)
+async def policies_changed(meta: kopf.Meta, **_: Any) -> None:
+    CHANGES.bump(namespace_scope(ref(meta).namespace))  # the namespace's agents re-evaluate their accounts
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, registry=CONTROL)

@@ -10,6 +10,10 @@ ERROR (an ERROR line means kubepam itself is broken).
     POST /v1/token/validate   dry run with a claim-by-claim trace (Draft or Active connections)
     POST /v1/ssh/sign         Bearer kubepam access token + role/project/server/publicKey -> certificate
     POST /v1/enroll           a server trades its project's enrollment token for a Server and the CA keys
+                              (with "csr": its agent's client certificate; 409 once an agent enrolled)
+    POST /v1/servers/self/certificate   signed agent request (KubepamAgent JWT): renew, maybe a new key
+    GET  /v1/servers/self/access        signed: the server's local accounts, ETag; ?wait=0..55 long poll
+    POST /v1/servers/self/events        signed: login events -> Events, audit lines, status.agent.lastLogin
     POST   /v1/checkouts      Bearer + role/project/account/reason[/duration] -> a Checkout and its credential
                               (201, returned this once); 403 Denied naming the holder; 503 while not decided
     GET    /v1/checkouts/{namespace}/{name}             its status (never the credential)
@@ -205,6 +209,41 @@ async def enroll(request: web.Request) -> web.Response:
     return web.json_response(await rt.enroller.enroll(await read_json(request)), headers=NO_STORE)
 
 
+def _agent(request: web.Request) -> Any:
+    """The verified agent of a signed request (the server it acts for is always its own)."""
+    return request.app[RUNTIME].agents.authenticate(
+        request.headers.get("Authorization"), request.method, request.raw_path
+    )
+
+
+async def agent_certificate(request: web.Request) -> web.Response:
+    identity = _agent(request)
+    body = await read_json(request)
+    return web.json_response(await request.app[RUNTIME].agents.renew(identity, body), headers=NO_STORE)
+
+
+async def agent_access(request: web.Request) -> web.Response:
+    identity = _agent(request)
+    raw_wait = request.query.get("wait", "0")
+    if not raw_wait.isdigit() or int(raw_wait) > 55:
+        raise oauth.invalid_request("wait must be a whole number of seconds from 0 to 55")
+    etag = request.headers.get("If-None-Match", "").strip().removeprefix("W/").strip('"') or None
+    body, current = await request.app[RUNTIME].agents.access(
+        identity, etag, int(raw_wait), request.headers.get("User-Agent")
+    )
+    headers = {**NO_STORE, "ETag": f'"{current}"'}
+    if body is None:
+        return web.Response(status=304, headers=headers)
+    return web.json_response(body, headers=headers)
+
+
+async def agent_events(request: web.Request) -> web.Response:
+    identity = _agent(request)
+    body = await read_json(request)
+    accepted = await request.app[RUNTIME].agents.record_events(identity, body)
+    return web.json_response({"accepted": accepted}, status=202, headers=NO_STORE)
+
+
 async def jwks(request: web.Request) -> web.Response:
     return web.json_response(request.app[RUNTIME].signing.jwks(), headers={"Cache-Control": "max-age=60"})
 
@@ -239,6 +278,9 @@ def make_app(rt: Runtime, extra_routes: list[web.RouteDef] | None = None) -> web
             web.post("/v1/token/validate", validate),
             web.post("/v1/ssh/sign", ssh_sign),
             web.post("/v1/enroll", enroll),
+            web.post("/v1/servers/self/certificate", agent_certificate),
+            web.get("/v1/servers/self/access", agent_access),
+            web.post("/v1/servers/self/events", agent_events),
             web.post("/v1/checkouts", workload_checkout),
             web.get("/v1/checkouts/{namespace}/{name}", workload_checkout_status),
             web.post("/v1/checkouts/{namespace}/{name}/credential", workload_checkout_credential),

@@ -3,6 +3,7 @@ CA signs), write the certificate or the denial reason to status; never re-sign a
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -10,10 +11,39 @@ import kopf
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.domain.plans import plan_request, settling
 from kubepam.domain.policy import Subject
-from kubepam.handlers.registries import CONTROL
+from kubepam.domain.server_access import IssuedLogin
+from kubepam.handlers.registries import CONTROL, VIEW
 from kubepam.handlers.runtime import runtime
 from kubepam.handlers.status import apply_plan, ref, utcnow
+from kubepam.services.agents import CHANGES, server_scope
 from kubepam.services.certificates import Denied, NotReady
+
+
+@kopf.index(GROUP, VERSION, "sshcertificaterequests", registry=VIEW)
+def issued_logins_index(
+    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
+) -> dict[Any, IssuedLogin] | None:
+    """Issued SSH certificates by (namespace, server): a group member's account on the server's agent
+    lasts while one is valid (domain/server_access.py)."""
+    if status.get("phase") != "Issued" or not spec.get("server"):
+        return None
+    try:
+        before = datetime.fromisoformat(str(status.get("validBefore", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    login = IssuedLogin(
+        str(spec.get("requester", "")),
+        frozenset(str(g) for g in spec.get("groups") or []),
+        tuple(str(p) for p in status.get("principals") or ()),
+        before,
+    )
+    return {(ref(meta).namespace, str(spec["server"])): login}
+
+
+@kopf.on.event(GROUP, VERSION, "sshcertificaterequests", registry=VIEW)
+async def ssh_requests_changed(meta: kopf.Meta, spec: kopf.Spec, **_: Any) -> None:
+    if spec.get("server"):
+        CHANGES.bump(server_scope(ref(meta).namespace, str(spec["server"])))
 
 
 def _decide(

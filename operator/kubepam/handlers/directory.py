@@ -20,6 +20,8 @@ from kubepam.domain.errors import SpecError
 from kubepam.domain.policy import Policy, ServerView
 from kubepam.domain.project import ProjectSpec
 from kubepam.domain.roles import Role, parse_role
+from kubepam.domain.server_access import IssuedLogin
+from kubepam.services.agents import ServerRecord
 from kubepam.services.workload_identity import ConnectionEntry
 
 _parsed: dict[tuple[str, str], tuple[int, ConnectionEntry]] = {}
@@ -60,7 +62,7 @@ def role_entry(namespace: str, name: str, spec: Mapping[str, Any]) -> Role | Non
         return None
 
 
-def _first(index: kopf.Index[Any, Any], key: Any) -> Any:
+def _first(index: Mapping[Any, Any], key: Any) -> Any:
     store = index.get(key)
     return next(iter(store)) if store else None
 
@@ -81,6 +83,8 @@ class KopfDirectory:
         self._servers: kopf.Index[Any, Any] = indexes["servers_index"]
         self._projects: kopf.Index[Any, Any] = indexes["projects_index"]
         self._checkout_policies: kopf.Index[Any, Any] = indexes["checkout_policies_index"]
+        self._server_agents: Mapping[Any, Any] = indexes.get("server_agents_index", {})
+        self._issued_logins: Mapping[Any, Any] = indexes.get("issued_logins_index", {})
         self._clock = clock
         self._started = started
         self._grace = grace
@@ -105,6 +109,14 @@ class KopfDirectory:
     def server(self, namespace: str, name: str) -> ServerView | None:
         server: ServerView | None = _first(self._servers, (namespace, name))
         return server
+
+    def server_record(self, namespace: str, name: str) -> ServerRecord | None:
+        record: ServerRecord | None = _first(self._server_agents, (namespace, name))
+        return record
+
+    def issued_logins(self, namespace: str, server: str) -> Sequence[IssuedLogin]:
+        store = self._issued_logins.get((namespace, server))
+        return list(store) if store else []
 
     def project_uid(self, namespace: str, name: str) -> str | None:
         project = self.project(namespace, name)

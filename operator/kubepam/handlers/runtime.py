@@ -27,6 +27,7 @@ from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.handlers.directory import KopfDirectory
 from kubepam.handlers.registries import VIEW
 from kubepam.services.accounts import Accounts
+from kubepam.services.agents import AgentService, ServerHealth
 from kubepam.services.certificates import CertificateIssuer
 from kubepam.services.checkouts import CheckoutService
 from kubepam.services.enrollment import Enroller
@@ -68,6 +69,8 @@ class Runtime:
     accounts: Accounts
     events: Events
     started: datetime
+    agents: AgentService  # the broker's /v1/servers/self/... (the server agent)
+    server_health: ServerHealth  # Servers' Ready condition with their agent's heartbeat
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broker: web.AppRunner | None = None
     console: web.AppRunner | None = None  # the web console, when KUBEPAM_CONSOLE=true
@@ -144,6 +147,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     jit = JitService(
         directory, objects, ServiceAccounts(), secrets, rbac, accounts, scheduler, events, utcnow
     )
+    agents = AgentService(directory, cas, objects, events, utcnow, cert_ttl=SETTINGS.agent_cert_ttl)
     rt = Runtime(
         settings=SETTINGS,
         clock=utcnow,
@@ -158,7 +162,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         cas=cas,
         enrollment=tokens,
         issuer=CertificateIssuer(directory, cas, utcnow),
-        enroller=Enroller(tokens, cas, objects, directory.project_uid, utcnow),
+        enroller=Enroller(tokens, cas, objects, directory.project_uid, utcnow, agents),
         access=AccessTokenVerifier(
             signing, issuer=SETTINGS.issuer, audience=SETTINGS.audience, directory=directory
         ),
@@ -170,6 +174,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         accounts=accounts,
         events=events,
         started=now,
+        agents=agents,
+        server_health=ServerHealth(objects, scheduler, utcnow, SETTINGS.agent_silent_after),
     )
     rt.tasks.append(asyncio.create_task(rt.scheduler.run(), name="kubepam scheduler"))
     schedule_key_maintenance(rt)

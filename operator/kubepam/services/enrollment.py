@@ -1,7 +1,10 @@
 """Server enrollment: a machine trades its project's enrollment token for a Server object and what it
 needs to trust kubepam's certificates (the SSH user CA keys and an sshd_config snippet).
 
-A wrong token changes nothing. Enrolling the same hostname again updates its labels and addresses.
+A wrong token changes nothing. Enrolling the same hostname again updates its labels and addresses,
+unless an agent enrolled for it (``status.agent.keyFingerprint`` set): then the token is refused
+(409 already_enrolled), so it cannot be replayed to take over or relabel the server. With ``csr`` the
+answer carries the agent's client certificate (services/agents.py), issued before anything is written.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from kubepam.domain import oauth
 from kubepam.domain.conditions import rfc3339
 from kubepam.domain.kinds import API_VERSION
 from kubepam.domain.text import clip
+from kubepam.services.agents import AgentService
 from kubepam.services.projects import CAStore, EnrollmentTokens
 
 _DNS = re.compile(r"[^a-z0-9.-]+")
@@ -55,7 +59,9 @@ class Enroller:
         objects: Objects,
         project_uid: Callable[[str, str], str | None],
         clock: Callable[[], datetime],
+        agents: AgentService | None = None,
     ) -> None:
+        self._agents = agents
         self._tokens = tokens
         self._cas = cas
         self._objects = objects
@@ -83,6 +89,22 @@ class Enroller:
                 "the enrollment token is not valid for this project", "bad_enrollment_token"
             )
         name = server_name(hostname)
+        csr, version = body.get("csr"), body.get("agentVersion")
+        if version is not None and (not isinstance(version, str) or len(version) > 64):
+            raise oauth.invalid_request("agentVersion must be a string of at most 64 characters")
+        existing = await self._objects.get("servers", namespace, name)
+        if (((existing or {}).get("status") or {}).get("agent") or {}).get("keyFingerprint"):
+            raise oauth.OAuthError(
+                "invalid_request",
+                f"server {namespace}/{name} already has an enrolled agent; delete the Server to enroll again",
+                409,
+                "already_enrolled",
+            )
+        agent: tuple[dict[str, Any], dict[str, Any]] | None = None
+        if csr is not None:
+            if self._agents is None:
+                raise oauth.invalid_request("this broker does not issue agent certificates")
+            agent = self._agents.issue(namespace, project, name, csr)  # a bad CSR changes nothing
         spec = {"project": project, "hostname": hostname, "os": os_name, "addresses": addresses}
         try:
             await self._objects.create(
@@ -120,8 +142,15 @@ class Enroller:
                     "spec": {"hostname": hostname, "os": os_name, "addresses": addresses},
                 },
             )
-        await self._objects.patch_status("servers", namespace, name, {"enrolledAt": rfc3339(self._clock())})
-        return {
+        now = rfc3339(self._clock())
+        status: dict[str, Any] = {"enrolledAt": now}
+        if agent is not None and self._agents is not None:
+            status["agent"] = {**agent[1], "enrolledAt": now, "version": version or ""}
+            await self._objects.patch_status("servers", namespace, name, status)
+            self._agents.pin(namespace, name, agent[1]["keyFingerprint"])
+        else:
+            await self._objects.patch_status("servers", namespace, name, status)
+        answer: dict[str, Any] = {
             "server": f"{namespace}/{name}",
             "trustedUserCAKeys": self._cas.trusted_user_ca_keys(namespace, project),
             "caCertificates": self._cas.ca_bundle(namespace, project),
@@ -130,3 +159,6 @@ class Enroller:
                 "# wl_<role> and people log in with the principals kubepam puts in certificates\n"
             ),
         }
+        if agent is not None:
+            answer["agent"] = agent[0]
+        return answer
