@@ -7,6 +7,7 @@ kubepam install [--examples]     apply manifests/ to the current cluster
 kubepam console                  the web console: people sign in with their own Kubernetes token
 kubepam validate -f PATH         check manifests offline as the API server would (schema, CEL, admission)
 kubepam plan -f PATH             show what the operator would do for manifests, changing nothing
+kubepam agent --broker URL ...   on an enrolled server: its accounts, sshd trust and login audit
 """
 
 from __future__ import annotations
@@ -536,6 +537,85 @@ def cmd_jit(args: argparse.Namespace) -> int:
         return 2
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    return key, value
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    import asyncio
+    import socket
+
+    from kubepam.agent.main import main as agent_main
+    from kubepam.agent.settings import AgentSettings
+    from kubepam.domain.durations import parse_duration
+
+    _setup_logging(args.log_level)
+    try:
+        settings = AgentSettings(
+            broker=args.broker,
+            token_file=Path(args.token_file),
+            namespace=args.namespace,
+            project=args.project,
+            hostname=args.hostname or socket.gethostname(),
+            labels=dict(args.label or []),
+            state_dir=Path(args.state_dir),
+            prefix=args.prefix,
+            uid_min=args.uid_min,
+            uid_max=args.uid_max,
+            sshd_dir=Path(args.sshd_dir),
+            sudoers_dir=Path(args.sudoers_dir),
+            auth_log=Path(args.auth_log),
+            reload_sshd=args.reload_sshd,
+            grace=parse_duration(args.grace),
+            once=args.once,
+        )
+    except ValueError as exc:
+        print(f"kubepam agent: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(agent_main(settings))
+
+
+def _agent_parser(sub: Any) -> None:
+    agent = sub.add_parser(
+        "agent",
+        help="run on an enrolled server: manage its kubepam accounts, sshd trust and login audit",
+        description="Enroll this server (once) and keep its local accounts, sshd's trusted CA keys and "
+        "principals files as the broker says; report sshd logins (docs/agent-protocol.md). Every option "
+        "also reads KUBEPAM_AGENT_<OPTION> (e.g. KUBEPAM_AGENT_RELOAD_SSHD), --broker also KUBEPAM_BROKER: "
+        "the systemd unit passes its settings that way (/etc/kubepam-agent.env).",
+    )
+
+    def option(name: str, default: str | None = None, **kw: Any) -> None:
+        env = os.environ.get("KUBEPAM_AGENT_" + name.upper().replace("-", "_"), default)
+        if name == "broker":
+            env = os.environ.get("KUBEPAM_AGENT_BROKER", os.environ.get("KUBEPAM_BROKER", default))
+        agent.add_argument(f"--{name}", default=env, required=env is None, **kw)
+
+    option("broker", help="the broker's URL")
+    option("token-file", help="the enrollment token (read to enroll, once)")
+    option("namespace", help="the project's namespace")
+    option("project", help="the project to enroll in")
+    option("hostname", "", help="the name to enroll as (default: this host's name)")
+    agent.add_argument("--label", action="append", type=_label, metavar="KEY=VALUE", help="repeatable")
+    option("state-dir", "/var/lib/kubepam-agent", help="key, certificate, record of accounts, spool")
+    option("prefix", "", help="prepended to every local account name")
+    option("uid-min", "60000", type=int, help="the UIDs (and GIDs) the agent may give: 60000..60999")
+    option("uid-max", "60999", type=int)
+    option("sshd-dir", "/etc/ssh/kubepam", help="principals/<user> and trusted_user_ca_keys.pub")
+    option("sudoers-dir", "/etc/sudoers.d")
+    option("auth-log", "/var/log/auth.log", help="sshd's log (%(default)s; RHEL: /var/log/secure)")
+    option(
+        "reload-sshd", "systemctl reload ssh", metavar="CMD", help="run when the CA keys change (%(default)s)"
+    )
+    option("grace", "10m", help="how long a removed account (no login possible) is kept (%(default)s)")
+    agent.add_argument("--once", action="store_true", help="enroll if needed, sync once, send events, exit")
+    agent.add_argument("--log-level", default=os.environ.get("KUBEPAM_LOG_LEVEL", "INFO"))
+    agent.set_defaults(fn=cmd_agent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubepam", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -745,6 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
     jit.add_argument("-n", "--namespace", default=namespace)
     jit.add_argument("-A", "--all-namespaces", action="store_true")
     jit.set_defaults(fn=cmd_jit)
+    _agent_parser(sub)
     return parser
 
 
