@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Sourced by hack/test.sh: install the Debian packages the tests run for real (OpenSSH server and client,
-# PostgreSQL, openssl, Chromium and its WebDriver for the console's browser tests) when they are missing,
+# PostgreSQL, openssl, Chromium and its WebDriver for the console's browser tests, sudo for the agent's) when they are missing,
 # or say the exact command when this user cannot install.
 need=()
 command -v sshd >/dev/null || [[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
@@ -9,6 +9,9 @@ compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 command -v openssl >/dev/null || need+=(openssl)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || need+=(chromium-driver)
+# sudo and visudo for the server agent's e2e test (sudoers drop-ins checked with visudo -c, sudo -n true
+# run inside its sandbox); util-linux's unshare/nsenter are in every Debian base.
+command -v visudo >/dev/null || [[ -x /usr/sbin/visudo ]] || need+=(sudo)
 if ((${#need[@]})); then
   echo "installing Debian packages: ${need[*]}" >&2
   if [[ $(id -u) -eq 0 ]]; then
