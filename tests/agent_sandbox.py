@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from kubepam.dev.cluster import free_port
+from tests.sshd import ssh_command, sshd_config
 
 SSHD = "/usr/sbin/sshd"
 
@@ -95,25 +96,14 @@ class Sandbox:
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
         config = self.dir / "sshd_config"
         config.write_text(
-            "\n".join(
-                [
-                    f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {host_key}",
-                    f"PidFile {self.dir / 'sshd.pid'}",
-                    "TrustedUserCAKeys /etc/ssh/kubepam/trusted_user_ca_keys.pub",
-                    "AuthorizedPrincipalsFile /etc/ssh/kubepam/principals/%u",
-                    "AuthorizedKeysFile none",
-                    "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    "PermitRootLogin no",
-                    "LogLevel VERBOSE",
-                    "MaxStartups 100",
-                ]
+            sshd_config(
+                self.port,
+                host_key,
+                self.dir / "sshd.pid",
+                "/etc/ssh/kubepam/trusted_user_ca_keys.pub",
+                "/etc/ssh/kubepam/principals/%u",
+                "PermitRootLogin no",
             )
-            + "\n"
         )
         self.run("touch", "/etc/ssh/kubepam/trusted_user_ca_keys.pub")
         self.sshd = subprocess.Popen(
@@ -140,29 +130,7 @@ class Sandbox:
         return str(script)
 
     def login_command(self, user: str, key: Path, cert: Path, command: str) -> list[str]:
-        return [
-            "ssh",
-            "-i",
-            str(key),
-            "-o",
-            f"CertificateFile={cert}",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=5",
-            "-p",
-            str(self.port),
-            f"{user}@127.0.0.1",
-            command,
-        ]
+        return ssh_command(self.port, user, key, cert, command)
 
     def login(
         self, user: str, key: Path, cert: Path, command: str = "echo kubepam-ok"

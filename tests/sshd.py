@@ -16,6 +16,62 @@ from kubepam.dev.cluster import free_port
 SSHD = "/usr/sbin/sshd"
 
 
+CLIENT_OPTIONS = (
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=5",
+)
+
+
+def sshd_config(
+    port: int, host_key: Path, pid_file: Path, trusted: Path | str, principals: str, *extra: str
+) -> str:
+    """An sshd_config for certificate logins only: these CA keys, an AuthorizedPrincipalsFile, no
+    passwords, no authorized_keys, no PAM."""
+    lines = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {host_key}",
+        f"PidFile {pid_file}",
+        f"TrustedUserCAKeys {trusted}",
+        f"AuthorizedPrincipalsFile {principals}",
+        "AuthorizedKeysFile none",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        *extra,
+        "LogLevel VERBOSE",
+        "MaxStartups 100",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def ssh_command(port: int, user: str, key: Path, cert: Path, command: str) -> list[str]:
+    """ssh to 127.0.0.1:port as user with this key and certificate, never asking anything."""
+    return [
+        "ssh",
+        "-i",
+        str(key),
+        "-o",
+        f"CertificateFile={cert}",
+        "-o",
+        "IdentitiesOnly=yes",
+        *CLIENT_OPTIONS,
+        "-p",
+        str(port),
+        f"{user}@127.0.0.1",
+        command,
+    ]
+
+
 class LocalSSHD:
     def __init__(self, workdir: Path, principals: list[str]) -> None:
         self.dir = workdir
@@ -37,26 +93,15 @@ class LocalSSHD:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
         config = self.dir / "sshd_config"
         config.write_text(
-            "\n".join(
-                [
-                    f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {host_key}",
-                    f"PidFile {self.dir / 'pid'}",
-                    f"TrustedUserCAKeys {self.trusted}",
-                    f"AuthorizedPrincipalsFile {self.dir / 'principals'}/%u",
-                    "AuthorizedKeysFile none",
-                    "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "PermitRootLogin prohibit-password",
-                    "LogLevel VERBOSE",
-                    "MaxStartups 100",
-                ]
+            sshd_config(
+                self.port,
+                host_key,
+                self.dir / "pid",
+                self.trusted,
+                f"{self.dir / 'principals'}/%u",
+                "StrictModes no",
+                "PermitRootLogin prohibit-password",
             )
-            + "\n"
         )
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -85,41 +130,11 @@ class LocalSSHD:
         path = self.dir / "sshd.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def client_options(self) -> list[str]:
-        return [
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=5",
-        ]
-
     def login(
         self, key: Path, cert: Path, command: str = "echo kubepam-ok"
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [
-                "ssh",
-                "-i",
-                str(key),
-                "-o",
-                f"CertificateFile={cert}",
-                "-o",
-                "IdentitiesOnly=yes",
-                *self.client_options(),
-                "-p",
-                str(self.port),
-                f"{self.user}@127.0.0.1",
-                command,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
+            ssh_command(self.port, self.user, key, cert, command), capture_output=True, text=True, timeout=30
         )
 
 
