@@ -229,6 +229,13 @@ def test_a_security_admin_may_create_one_for_someone_else(plane: ControlPlane, e
     apply(plane, "secadmin", obj("JitAccount", "bob", jit_spec(owner="bob", duration="10m")))
     active = wait_phase(plane, "bob", "Active")
     assert active["accountName"] == "bob_jit" and active["history"][-1]["by"] == "secadmin"
+    # The finalizer stays and the object is still: no replica's watch-only kopf fights the leader's over it
+    # (it did once: a view index on JitAccounts removed it ~100 times a second).
+    before = kubectl_json(plane, "admin", "get", "jitaccount", "bob", "-n", NS)["metadata"]
+    time.sleep(2)
+    after = kubectl_json(plane, "admin", "get", "jitaccount", "bob", "-n", NS)["metadata"]
+    assert "kubepam.io/finalizer" in after["finalizers"]
+    assert after["resourceVersion"] == before["resourceVersion"], "the JitAccount kept changing at rest"
     assert plane.kubectl("bob", "get", "secret", active["secretName"], "-n", NS, check=False).returncode == 0
     assert (
         plane.kubectl("alice", "get", "secret", active["secretName"], "-n", NS, check=False).returncode != 0

@@ -64,9 +64,16 @@ def _timing(settings: Settings) -> Timing:
     return timing
 
 
-def _kopf_settings() -> kopf.OperatorSettings:
+# The view registry has no deletion handlers, so its kopf would remove any finalizer under its name
+# that it finds (JitAccounts carry the control registry's): it gets a name of its own that it never adds.
+VIEW_FINALIZER = "kubepam.io/view-never-set"
+
+
+def _kopf_settings(registry: Any) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     configure_kopf(settings, SETTINGS)
+    if registry is not CONTROL:
+        settings.persistence.finalizer = VIEW_FINALIZER
     return settings
 
 
@@ -74,7 +81,7 @@ async def _spawn(registry: Any, memo: Any, stop: asyncio.Event) -> asyncio.Task[
     existing = asyncio.all_tasks()  # kopf cancels every other task of the loop when it stops
     tasks = await kopf.spawn_tasks(
         registry=registry,
-        settings=_kopf_settings(),
+        settings=_kopf_settings(registry),
         memo=memo,
         clusterwide=True,
         standalone=True,
