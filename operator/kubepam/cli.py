@@ -7,6 +7,7 @@ kubepam install [--examples]     apply manifests/ to the current cluster
 kubepam console                  the web console: people sign in with their own Kubernetes token
 kubepam validate -f PATH         check manifests offline as the API server would (schema, CEL, admission)
 kubepam plan -f PATH             show what the operator would do for manifests, changing nothing
+kubepam history [-A] [--csv]     finished checkouts, JIT activations, certificates (AccessRecords)
 kubepam agent --broker URL ...   on an enrolled server: its accounts, sshd trust and login audit
 """
 
@@ -35,11 +36,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     import kubepam.handlers  # noqa: F401  (registers the handlers)
-    from kubepam.adapters import memory
+    from kubepam.adapters import audit, memory
     from kubepam.handlers.process import serve
     from kubepam.handlers.runtime import SETTINGS
 
     _setup_logging(SETTINGS.log_level)
+    audit.configure(SETTINGS.audit_file, SETTINGS.audit_file_max_bytes, SETTINGS.audit_file_backups)
     memory.limit_arenas(SETTINGS.malloc_arenas)  # before any thread pool starts
     return asyncio.run(serve())
 
@@ -494,6 +496,35 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from kubepam.client import history
+    from kubepam.domain import history as hist
+
+    try:
+        now = datetime.now(UTC)
+        rows = history.rows(
+            None if args.all_namespaces else args.namespace,
+            person=args.person,
+            account=args.account,
+            project=args.project,
+            kind=args.kind,
+            since=history.moment(args.since, now) if args.since else None,
+            until=history.moment(args.until, now) if args.until else None,
+        )
+    except history.HistoryError as exc:
+        print(f"kubepam history: {exc}", file=sys.stderr)
+        return 2
+    if args.csv or args.output == "csv":
+        sys.stdout.write(hist.to_csv(rows))
+    elif args.output == "json":
+        print(hist.to_json(rows))
+    else:
+        _table([f.upper() for f in hist.FIELDS], [list(r.as_dict().values()) for r in rows])
+    return 0
+
+
 def cmd_jit(args: argparse.Namespace) -> int:
     import getpass
 
@@ -825,6 +856,24 @@ def build_parser() -> argparse.ArgumentParser:
     jit.add_argument("-n", "--namespace", default=namespace)
     jit.add_argument("-A", "--all-namespaces", action="store_true")
     jit.set_defaults(fn=cmd_jit)
+
+    hi = sub.add_parser(
+        "history",
+        help="finished checkouts, JIT activations and certificate requests (AccessRecords)",
+        description="One row per AccessRecord you may list, newest first: the same rows as the console's "
+        "History page. Records are kept for KUBEPAM_HISTORY_RETENTION (default 720h) after they finish.",
+    )
+    hi.add_argument("-n", "--namespace", default=namespace)
+    hi.add_argument("-A", "--all-namespaces", action="store_true")
+    hi.add_argument("--person", default="", help="who it was for (exact username or workload subject)")
+    hi.add_argument("--account", default="", help="the shared or JIT account (or a certificate's server)")
+    hi.add_argument("--project", default="")
+    hi.add_argument("--kind", default="", choices=["", "checkout", "denied", "jit", "certificate"])
+    hi.add_argument("--since", default="", help="from this RFC 3339 time, or this long ago (24h)")
+    hi.add_argument("--until", default="", help="before this RFC 3339 time, or this long ago")
+    hi.add_argument("--csv", action="store_true", help="CSV with a header row (same as -o csv)")
+    hi.add_argument("-o", "--output", default="table", choices=["table", "csv", "json"])
+    hi.set_defaults(fn=cmd_history)
     _agent_parser(sub)
     return parser
 

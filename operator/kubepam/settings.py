@@ -175,6 +175,19 @@ class Settings:
     console_broker: str = field(
         default_factory=lambda: _env("KUBEPAM_CONSOLE_BROKER", "http://127.0.0.1:8080")
     )
+    # KUBEPAM_AUDIT_FILE: also write the audit trail (one JSON line per decision, docs/audit.md) to this
+    # file, besides stdout (empty: stdout only). KUBEPAM_AUDIT_FILE_MAX_BYTES / _BACKUPS: rotate it at
+    # this size, keeping this many old files.
+    audit_file: str = field(default_factory=lambda: _env("KUBEPAM_AUDIT_FILE", ""))
+    audit_file_max_bytes: int = field(
+        default_factory=lambda: int(_env("KUBEPAM_AUDIT_FILE_MAX_BYTES", str(100 * 1024 * 1024)))
+    )
+    audit_file_backups: int = field(default_factory=lambda: int(_env("KUBEPAM_AUDIT_FILE_BACKUPS", "10")))
+    # KUBEPAM_HISTORY_RETENTION: how long an AccessRecord (a finished checkout, JIT activation or
+    # certificate request) is kept after it finished; then the operator deletes it.
+    history_retention: timedelta = field(
+        default_factory=lambda: _duration("KUBEPAM_HISTORY_RETENTION", "720h")
+    )
     # KUBEPAM_LOG_LEVEL: DEBUG, INFO, WARNING.
     log_level: str = field(default_factory=lambda: _env("KUBEPAM_LOG_LEVEL", "INFO"))
 

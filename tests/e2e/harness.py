@@ -42,6 +42,8 @@ class OperatorProcess:
             KUBEPAM_LOG_LEVEL="INFO",
             KUBEPAM_JWKS_MIN_REFETCH="1s",
             KUBEPAM_SYNC_GRACE="1s",
+            # the audit file sink, next to the log (tests/e2e/test_zz_audit_secrets.py greps both)
+            KUBEPAM_AUDIT_FILE=str(self.log_path.with_suffix(".audit.jsonl")),
         )
         env.update(self.env_overrides)
         return env
@@ -146,6 +148,9 @@ def post(
         return exc.code, json.loads(exc.read())
 
 
+PASSWORDS_SEEN: set[str] = set()  # every PostgreSQL admin password handed to the operator this session
+
+
 def postgres_admin_secret(
     plane: ControlPlane,
     namespace: str,
@@ -157,6 +162,7 @@ def postgres_admin_secret(
 ) -> None:
     """The Secret through which the operator reaches a test PostgreSQL as its superuser, pinned (as a
     security admin does) to 127.0.0.1:<port> or to ``allowed_hosts``; neither: no pinning annotation."""
+    PASSWORDS_SEEN.add(password)  # the audit trail must never show one (test_zz_audit_secrets.py)
     allowed = allowed_hosts if allowed_hosts is not None else (f"127.0.0.1:{port}" if port else None)
     meta: dict[str, Any] = {"name": name, "namespace": namespace}
     if allowed is not None:

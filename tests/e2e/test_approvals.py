@@ -287,6 +287,8 @@ def test_break_glass_self_approves_capped_flagged_and_warned(
     audit = [
         json.loads(line[line.index("{") : line.rindex("}") + 1])
         for line in world.logs().splitlines()
-        if '"event": "BreakGlass"' in line
+        if '"action":"breakglass.used"' in line
     ]
-    assert any(a.get("breakGlass") is True and a.get("actor") == "victor" for a in audit), audit
+    assert [(a["actor"], a["details"]["breakGlass"], a["target"]["name"]) for a in audit] == [
+        ("victor", True, "glass")
+    ], audit  # one line, flagged, naming who broke the glass

@@ -13,7 +13,7 @@ import yaml
 
 from kubepam.dev.cluster import ControlPlane
 from kubepam.dev.install import apply_examples
-from kubepam.domain.kinds import PLURALS
+from kubepam.domain.kinds import PLURALS, RECORD_PLURALS
 from tests.e2e.harness import OperatorProcess, apply, kubectl_json, team_namespace, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ def test_every_crd_is_established(plane: ControlPlane) -> None:
         for item in crds["items"]
         if any(c["type"] == "Established" and c["status"] == "True" for c in item["status"]["conditions"])
     }
-    assert established == set(PLURALS)
+    assert established == set(PLURALS) | set(RECORD_PLURALS)
 
 
 def test_kubectl_explain_prints_field_descriptions(plane: ControlPlane) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kubepam.domain.kinds import RECORD_PLURALS
 from kubepam.offline import check, load_crds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,11 +58,17 @@ def test_every_field_is_described_and_status_is_a_subresource(path: Path) -> Non
     crd = yaml.safe_load(path.read_text())
     assert crd["spec"]["group"] == "kubepam.io"
     (version,) = crd["spec"]["versions"]
-    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    assert version["name"] == "v1alpha1"
     schema = version["schema"]["openAPIV3Schema"]
     assert schema.get("description")
     assert _walk(schema, crd["spec"]["names"]["kind"]) == []
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
+    if crd["spec"]["names"]["kind"] in RECORD_PLURALS:  # a fact written once, like an Event: no status
+        assert "subresources" not in version and "status" not in schema["properties"]
+        assert {"Age", "Outcome"} <= columns
+        assert schema["properties"]["spec"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+        return
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     assert {"Age"} <= columns and ("Ready" in columns)
     status = schema["properties"]["status"]["properties"]
     assert {"conditions", "observedGeneration"} <= set(status)

@@ -1,9 +1,9 @@
 """Kubernetes Events for lifecycle steps posted outside kopf's handlers (scheduled work), and one
-structured audit log line per step. Messages name people and reasons, never credentials."""
+structured audit log line per step (adapters/audit.py, docs/audit.md). Messages name people and
+reasons, never credentials."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -11,10 +11,17 @@ from typing import Any
 
 import kubernetes
 
+from kubepam.adapters import audit as audit_trail
 from kubepam.adapters.kube import KubeError, call, load_config
 
-audit_log = logging.getLogger("kubepam.audit")
 log = logging.getLogger("kubepam.events")
+
+
+def audit_event(
+    obj: Mapping[str, Any], reason: str, fields: Mapping[str, Any], now: datetime | None = None
+) -> None:
+    """The one audit line of an Event posted with audit fields (also written when the Event cannot be)."""
+    audit_trail.for_event(obj, reason, fields, now)
 
 
 class Events:
@@ -35,19 +42,7 @@ class Events:
         meta = obj.get("metadata") or {}
         now = datetime.now(UTC)
         if audit is not None:
-            audit_log.info(
-                json.dumps(
-                    {
-                        "time": now.isoformat(),
-                        "kind": obj.get("kind"),
-                        "namespace": meta.get("namespace"),
-                        "name": meta.get("name"),
-                        "event": reason,
-                        **audit,
-                    },
-                    sort_keys=True,
-                )
-            )
+            audit_event(obj, reason, audit, now)
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",

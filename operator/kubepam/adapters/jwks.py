@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import jwt
 
+from kubepam.adapters import metrics
 from kubepam.domain import token_rules
 from kubepam.domain.oauth import OAuthError, temporarily_unavailable
 
@@ -166,14 +167,32 @@ class JwksCache:
             keyset = KeySet.from_jwks(await self._fetch(url))
         except JwksFetchError as exc:
             entry.last_error = str(exc)
+            metrics.record_jwks_fetch(ok=False)
             raise
         except Exception as exc:  # any fetch failure is reported as such, never raised raw
             entry.last_error = f"{type(exc).__name__}: {exc}"
+            metrics.record_jwks_fetch(ok=False)
             raise JwksFetchError(entry.last_error) from None
         finally:
             entry.inflight = None
         entry.keyset, entry.fetched_at, entry.last_error = keyset, self._clock(), ""
+        metrics.record_jwks_fetch(ok=True)
         return keyset
+
+    def cache_states(self) -> dict[str, int]:
+        """How many cached issuers are fresh, stale (due for a refresh), expired (older than the maximum
+        staleness: refused) or unavailable (never fetched successfully): the /metrics gauge."""
+        now = self._clock()
+        counts = dict.fromkeys(("fresh", "stale", "expired", "unavailable"), 0)
+        for entry in list(self._entries.values()):
+            if entry.keyset is None or entry.fetched_at is None:
+                state = "unavailable" if entry.attempted_at is not None else ""
+            else:
+                age = now - entry.fetched_at
+                state = "fresh" if age < self._refresh else "stale" if age <= self._max_stale else "expired"
+            if state:
+                counts[state] += 1
+        return counts
 
     def _may_refetch(self, entry: _Entry, now: datetime) -> bool:
         return entry.attempted_at is None or now - entry.attempted_at >= self._min_refetch

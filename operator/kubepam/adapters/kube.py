@@ -331,3 +331,23 @@ class CustomObjects:
             name,
             {"status": dict(status)},
         )
+
+    async def delete(self, plural: str, namespace: str, name: str, uid: str) -> bool:
+        """Delete this object (this uid, never a newer one of the same name); False if already gone."""
+        try:
+            await call(
+                self._api.delete_namespaced_custom_object,
+                self._group,
+                self._version,
+                namespace,
+                plural,
+                name,
+                body=kubernetes.client.V1DeleteOptions(
+                    preconditions=kubernetes.client.V1Preconditions(uid=uid) if uid else None
+                ),
+            )
+        except KubeError as exc:
+            if exc.not_found or exc.conflict:  # gone, or a newer object of that name (not ours to delete)
+                return False
+            raise
+        return True

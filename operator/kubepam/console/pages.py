@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import csv
 import hmac
-import io
-import json
 import logging
 import re
 import secrets
@@ -910,29 +907,28 @@ async def force(request: web.Request, session: Session) -> web.StreamResponse:
 async def history(request: web.Request, session: Session) -> web.StreamResponse:
     console = _console(request)
     token = session.token
-    checkouts, jit = await asyncio.gather(
-        console.kube.list_or_empty(token, "checkouts"), console.kube.list_or_empty(token, "jitaccounts")
+    # AccessRecords (finished things whose objects may be gone) beside the live objects: the same rows
+    # as `kubepam history` (domain/history.py); a person RBAC keeps from records sees only live rows.
+    checkouts, jit, records = await asyncio.gather(
+        console.kube.list_or_empty(token, "checkouts"),
+        console.kube.list_or_empty(token, "jitaccounts"),
+        console.kube.list_or_empty(token, "accessrecords"),
     )
     kind = request.query.get("kind", "")
     kind = kind if kind in hist.KINDS else ""
     text = request.query.get("q", "")[:200]
-    rows = hist.select(hist.history(checkouts, jit), kind=kind, text=text)
+    rows = hist.select(hist.history(checkouts, jit, records), kind=kind, text=text)
     fmt = request.query.get("format", "")
     stamp = console.clock().strftime("%Y%m%dT%H%M%SZ")
     if fmt == "json":
         return web.Response(
-            text=json.dumps([r.as_dict() for r in rows], indent=2),
+            text=hist.to_json(rows),
             content_type="application/json",
             headers={"Content-Disposition": f'attachment; filename="kubepam-history-{stamp}.json"'},
         )
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=hist.FIELDS)
-        writer.writeheader()
-        for r in rows:  # a cell starting with = + - @ is text, never a spreadsheet formula
-            writer.writerow({k: ("'" + v if v[:1] in "=+-@\t\r" else v) for k, v in r.as_dict().items()})
         return web.Response(
-            text=out.getvalue(),
+            text=hist.to_csv(rows),
             content_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="kubepam-history-{stamp}.csv"'},
         )

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from kubepam.dev.cluster import repo_root
-from kubepam.domain.kinds import GROUP, PLURALS
+from kubepam.domain.kinds import GROUP, PLURALS, RECORD_PLURALS
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -49,7 +49,7 @@ def run(kubectl: Kubectl, *args: str, retry_for: float = 0, **kw: Any) -> subpro
 
 def wait_until_served(kubectl: Kubectl, timeout: float = 60) -> None:
     """Established is not enough: wait until discovery lists every kubepam kind."""
-    want = {f"{plural}.{GROUP}" for plural in PLURALS.values()}
+    want = {f"{plural}.{GROUP}" for plural in (*PLURALS.values(), *RECORD_PLURALS.values())}
     deadline = time.monotonic() + timeout
     while True:
         result = kubectl("api-resources", f"--api-group={GROUP}", "-o", "name", check=False)

@@ -1,17 +1,36 @@
-"""The console's history: what happened to checkouts (granted, denied, elevated, each approver's vote,
-break-glass, checked in, rotated) and JIT accounts (each activation), as flat rows a person can filter
-and export. Built only from the objects the person's own token could list, so RBAC decides what history
-they see."""
+"""History as flat rows a person can filter and export, for the console's History page and
+`kubepam history` alike.
+
+Two sources: AccessRecords (domain/records.py), one row each, the history that outlives its objects
+(finished checkouts with their approvers, ended JIT activations, issued or denied certificates); and the
+live Checkouts and JitAccounts a person can list, in more detail (granted, denied, elevated, each
+approver's vote, break-glass, checked in, rotated; each activation), which also shows what is still
+going on. A record whose object is still listed is left out (its live rows tell more). Built only from
+what the person's own token could list, so RBAC decides what history they see."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from kubepam.domain.approvals import votes_of
 
-KINDS = ("checkout", "denied", "elevation", "approval", "breakglass", "checkin", "rotation", "jit")
+KINDS = (
+    "checkout",
+    "denied",
+    "elevation",
+    "approval",
+    "breakglass",
+    "checkin",
+    "rotation",
+    "jit",
+    "certificate",
+)
 FIELDS = ("time", "kind", "who", "namespace", "project", "account", "detail")
 
 
@@ -140,11 +159,88 @@ def jit_rows(obj: Mapping[str, Any]) -> list[Row]:
     ]
 
 
-def history(checkouts: Iterable[Mapping[str, Any]], jit_accounts: Iterable[Mapping[str, Any]]) -> list[Row]:
+def record_rows(record: Mapping[str, Any]) -> list[Row]:
+    """One row for an AccessRecord: what it was, who, where, and how it ended."""
+    meta, spec = record.get("metadata") or {}, record.get("spec") or {}
+    kind = str(spec.get("kind") or "")
+    outcome = str(spec.get("outcome") or "")
+    if kind == "checkout" and outcome == "Denied":
+        kind = "denied"
+    detail = f"{outcome}: {spec.get('detail', '')}"
+    if spec.get("reason"):
+        detail += f"; reason: {spec['reason']}"
+    return [
+        Row(
+            str(spec.get("time") or spec.get("finishedAt") or ""),
+            kind,
+            str(spec.get("who") or ""),
+            str(meta.get("namespace") or ""),
+            str(spec.get("project") or ""),
+            str(spec.get("account") or spec.get("server") or ""),
+            detail,
+        )
+    ]
+
+
+def _record_key(record: Mapping[str, Any]) -> tuple[str, str]:
+    spec = record.get("spec") or {}
+    uid = str((spec.get("source") or {}).get("uid") or "")
+    return (uid, str(spec.get("time") or "")) if spec.get("kind") == "jit" else (uid, "")
+
+
+def _newest_first(rows: list[Row]) -> list[Row]:
+    # Newest first; within one instant, in the order things happen (checkout, elevation, approval, ...).
+    return sorted(rows, key=lambda r: (r.time, KINDS.index(r.kind) if r.kind in KINDS else 0), reverse=True)
+
+
+def history(
+    checkouts: Iterable[Mapping[str, Any]],
+    jit_accounts: Iterable[Mapping[str, Any]],
+    records: Iterable[Mapping[str, Any]] = (),
+) -> list[Row]:
+    checkouts, jit_accounts = list(checkouts), list(jit_accounts)
     rows = [r for obj in checkouts for r in checkout_rows(obj)]
     rows += [r for obj in jit_accounts for r in jit_rows(obj)]
-    # Newest first; within one instant, in the order things happen (checkout, elevation, approval, ...).
-    return sorted(rows, key=lambda r: (r.time, KINDS.index(r.kind)), reverse=True)
+    live = {(str((obj.get("metadata") or {}).get("uid") or ""), "") for obj in checkouts}
+    live |= {
+        (str((obj.get("metadata") or {}).get("uid") or ""), str(entry.get("from") or ""))
+        for obj in jit_accounts
+        for entry in (obj.get("status") or {}).get("history") or []
+    }
+    rows += [r for rec in records if _record_key(rec) not in live for r in record_rows(rec)]
+    return _newest_first(rows)
+
+
+def _moment(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def narrow(
+    rows: Sequence[Row],
+    *,
+    person: str = "",
+    account: str = "",
+    project: str = "",
+    kind: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Row]:
+    """Rows for exact who / account / project / kind (empty: any), with a time in [since, until)."""
+    out = []
+    for r in rows:
+        if (person and r.who != person) or (account and r.account != account):
+            continue
+        if (project and r.project != project) or (kind and r.kind != kind):
+            continue
+        if since is not None or until is not None:
+            when = _moment(r.time)
+            if when is None or (since is not None and when < since) or (until is not None and when >= until):
+                continue
+        out.append(r)
+    return out
 
 
 def select(rows: Sequence[Row], *, kind: str = "", text: str = "") -> list[Row]:
@@ -156,3 +252,17 @@ def select(rows: Sequence[Row], *, kind: str = "", text: str = "") -> list[Row]:
         if (not kind or r.kind == kind)
         and (not needle or any(needle in str(v).lower() for v in r.as_dict().values()))
     ]
+
+
+def to_csv(rows: Iterable[Row]) -> str:
+    """The rows as CSV with a header (FIELDS); a cell starting with = + - @ is text, never a formula."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=FIELDS)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("'" + v if v[:1] in "=+-@\t\r" else v) for k, v in r.as_dict().items()})
+    return out.getvalue()
+
+
+def to_json(rows: Iterable[Row]) -> str:
+    return json.dumps([r.as_dict() for r in rows], indent=2)

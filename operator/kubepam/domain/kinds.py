@@ -18,3 +18,6 @@ PLURALS: dict[str, str] = {
     "SSHCertificateRequest": "sshcertificaterequests",
     "X509CertificateRequest": "x509certificaterequests",
 }
+
+# Kinds only the operator writes: history records (no examples, no status; see domain/records.py).
+RECORD_PLURALS: dict[str, str] = {"AccessRecord": "accessrecords"}

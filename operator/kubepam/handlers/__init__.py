@@ -5,10 +5,12 @@ Importing this package registers every handler with kopf's default registry.
 
 from kubepam.handlers import (  # noqa: F401  (imported for their kopf registrations)
     accesspolicy,
+    accessrecord,
     certificaterequests,
     checkout,
     checkoutpolicy,
     jitaccount,
+    observed,
     project,
     runtime,
     server,

@@ -148,6 +148,7 @@ async def ssh_sign(request: web.Request) -> web.Response:
         result = rt.issuer.workload_ssh(namespace, role, body, str(claims.get("jti", "")))
     except NotReady as exc:
         raise oauth.temporarily_unavailable(str(exc)) from None
+    metrics.record_certificate("ssh", "workload", issued=not isinstance(result, Denied))
     if isinstance(result, Denied):
         raise oauth.access_denied(result.reason, "policy_denied")
     log.info("issued SSH certificate %s for %s/%s", result.key_id, namespace, role)

@@ -8,6 +8,8 @@ from typing import Any
 
 import kopf
 
+from kubepam.adapters import metrics
+from kubepam.adapters.audit import Target
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.domain.plans import plan_request, settling
 from kubepam.domain.policy import Subject
@@ -16,7 +18,7 @@ from kubepam.handlers.registries import CONTROL, VIEW
 from kubepam.handlers.runtime import runtime
 from kubepam.handlers.status import apply_plan, ref, utcnow
 from kubepam.services.agents import CHANGES, server_scope
-from kubepam.services.certificates import Denied, NotReady
+from kubepam.services.certificates import Denied, NotReady, audit_decision
 
 
 @kopf.index(GROUP, VERSION, "sshcertificaterequests", registry=VIEW)
@@ -66,8 +68,11 @@ def _decide(
         # applied together with its Project or Server: wait for them before denying
         raise kopf.TemporaryError(f"waiting: {result.reason}", delay=3)
     new_status = result.status()
+    metrics.record_certificate(kind, "request", issued=not isinstance(result, Denied))
     if isinstance(result, Denied):
         kopf.warn(dict(meta), reason="Denied", message=result.reason)  # type: ignore[arg-type]
+    kind_name = "SSHCertificateRequest" if kind == "ssh" else "X509CertificateRequest"
+    audit_decision(result, Target(kind_name, me.namespace, me.name), subject, spec, str(meta.get("uid", "")))
     patch.status.update(new_status)
     apply_plan(plan_request(new_status), patch, {**status, **new_status}, meta)
 

@@ -24,6 +24,7 @@ from kubepam.adapters.serviceaccounts import ServiceAccounts
 from kubepam.adapters.signing import SigningKeys
 from kubepam.domain.connection import MAX_ACCESS_TOKEN_TTL
 from kubepam.domain.kinds import GROUP, VERSION
+from kubepam.handlers import observed
 from kubepam.handlers.directory import KopfDirectory
 from kubepam.handlers.registries import VIEW
 from kubepam.services.accounts import Accounts
@@ -33,6 +34,7 @@ from kubepam.services.checkouts import CheckoutService
 from kubepam.services.enrollment import Enroller
 from kubepam.services.jit import JitService
 from kubepam.services.projects import CAStore, EnrollmentTokens
+from kubepam.services.records import RecordService
 from kubepam.services.scheduler import Scheduler
 from kubepam.services.workload_checkouts import WorkloadCheckouts
 from kubepam.services.workload_identity import AccessTokenVerifier, TokenExchange
@@ -71,6 +73,7 @@ class Runtime:
     started: datetime
     agents: AgentService  # the broker's /v1/servers/self/... (the server agent)
     server_health: ServerHealth  # Servers' Ready condition with their agent's heartbeat
+    records: RecordService  # AccessRecords: written when things finish, deleted after the retention
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broker: web.AppRunner | None = None
     console: web.AppRunner | None = None  # the web console, when KUBEPAM_CONSOLE=true
@@ -176,7 +179,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         started=now,
         agents=agents,
         server_health=ServerHealth(objects, scheduler, utcnow, SETTINGS.agent_silent_after),
+        records=RecordService(objects, scheduler, utcnow, SETTINGS.history_retention),
     )
+    observed.wire(kwargs, utcnow, scheduler, jwks, lambda: bool(rt.elector and rt.elector.leading()))
     rt.tasks.append(asyncio.create_task(rt.scheduler.run(), name="kubepam scheduler"))
     schedule_key_maintenance(rt)
     rt.broker = await start_broker(rt)

@@ -11,7 +11,9 @@ from typing import Any
 
 import kopf
 
+from kubepam.adapters import audit
 from kubepam.adapters.jwks import JwksFetchError
+from kubepam.domain.connection import Phase
 from kubepam.domain.kinds import GROUP, VERSION
 from kubepam.domain.plans import KeysObserved, Plan, plan_connection
 from kubepam.handlers.directory import connection_entry, forget_connection
@@ -105,13 +107,43 @@ async def reconcile_connection(
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=VIEW)
-def connection_seen(type: str, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+def connection_seen(type: str, meta: kopf.Meta, status: kopf.Status, memo: Any, **_: Any) -> None:
     """Every replica: the broker's index is warm once connections have been listed."""
     rt = runtime(memo)
     rt.directory.mark_synced()
+    me = ref(meta)
     if type == "DELETED":
-        me = ref(meta)
         forget_connection(me.namespace, me.name)
+        PHASES.pop((me.namespace, me.name), None)
+    else:
+        audit_phase_change(rt, meta, status)
+
+
+PHASES: dict[tuple[str, str], str] = {}  # status.phase as last seen, by connection (every replica)
+
+
+def audit_phase_change(rt: Runtime, meta: kopf.Meta, status: kopf.Status) -> None:
+    """A security admin promoted (Draft -> Active) or demoted (Active -> Draft) a connection: one audit
+    line, from the leader only. Every replica remembers the phases, so a new leader knows them too; a
+    change made while no replica ran is not seen as one (the connection's first phase is no change)."""
+    me = ref(meta)
+    phase = str(status.get("phase") or "")
+    before = PHASES.get((me.namespace, me.name))
+    PHASES[(me.namespace, me.name)] = phase
+    phases = (Phase.DRAFT.value, Phase.ACTIVE.value)
+    if before is None or before == phase or before not in phases or phase not in phases:
+        return
+    if rt.elector is not None and not rt.elector.leading():
+        return
+    promoted = phase == Phase.ACTIVE.value
+    audit.record(
+        audit.Action.CONNECTION_PROMOTED if promoted else audit.Action.CONNECTION_DEMOTED,
+        audit.Outcome.SUCCESS,
+        actor=str(status.get("activatedBy") or "") if promoted else "",
+        target=audit.Target("WorkloadConnection", me.namespace, me.name),
+        correlation_id=str(meta.get("uid") or ""),
+        details={"from": before, "to": phase, "activatedAt": status.get("activatedAt") if promoted else None},
+    )
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, registry=CONTROL)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kubepam.adapters import postgres
+from kubepam.adapters import metrics, postgres
 from kubepam.adapters.kube import KubeError, SecretData, ensure_owned, owner_reference
 from kubepam.domain.backends import pinning_problem
 from kubepam.domain.checkout import object_name
@@ -153,10 +153,21 @@ class Accounts:
     async def rotate(self, account: Account) -> None:
         """New password: intent in the Secret, then the backend, then the Secret. Raises on failure,
         leaving the intent for the retry."""
+        first: list[bool] = []  # whether the first read found an earlier attempt's pending password
+        try:
+            await self._rotate(account, first)
+        except Exception:
+            metrics.record_rotation(account.backend, ok=False, resumed=bool(first and first[0]))
+            raise
+        metrics.record_rotation(account.backend, ok=True, resumed=bool(first and first[0]))
+
+    async def _rotate(self, account: Account, first: list[bool]) -> None:
         owner = account.owner
         for _ in range(5):
             stored = await self._read(account)
             data: dict[str, bytes] = dict(stored.data) if stored else self._base(account)
+            if not first:
+                first.append("pending-password" in data)
             try:
                 if "pending-password" not in data:
                     data["pending-password"] = new_password(account.password_length).encode()

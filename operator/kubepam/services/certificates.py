@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from kubepam.adapters import audit
 from kubepam.adapters.ca import (
     CertificateError,
     parse_ssh_public_key,
@@ -64,6 +65,37 @@ class Denied:
 
     def status(self) -> dict[str, Any]:
         return {"phase": "Denied", "reason": self.reason}
+
+
+def audit_decision(
+    result: Issued | Denied,
+    target: audit.Target,
+    subject: Subject,
+    spec: Mapping[str, Any],
+    correlation_id: str,
+) -> None:
+    """One audit line per certificate decision: issued (key id, serial, principals, validity, rule) or
+    denied (the reason). Never the certificate, the public key or the CSR."""
+    details: dict[str, Any] = {"project": spec.get("project"), "server": spec.get("server")}
+    if isinstance(result, Issued):
+        details |= {
+            "keyId": result.key_id,
+            "serial": str(result.serial),
+            "principals": list(result.principals),
+            "validAfter": rfc3339(result.valid.after),
+            "validBefore": rfc3339(result.valid.before),
+            "policy": result.source,
+        }
+    audit.record(
+        audit.Action.CERTIFICATE_ISSUED if isinstance(result, Issued) else audit.Action.CERTIFICATE_DENIED,
+        audit.Outcome.SUCCESS if isinstance(result, Issued) else audit.Outcome.DENIED,
+        actor=subject.username,
+        groups=sorted(subject.groups),
+        target=target,
+        reason="" if isinstance(result, Issued) else result.reason,
+        correlation_id=correlation_id,
+        details=details,
+    )
 
 
 class NotReady(Exception):
@@ -153,7 +185,9 @@ class CertificateIssuer:
             "publicKey": body["publicKey"],
             "ttl": body.get("ttl"),
         }
-        return self.ssh(namespace, f"workload-{jti[:12]}", spec, subject)
+        result = self.ssh(namespace, f"workload-{jti[:12]}", spec, subject)
+        audit_decision(result, audit.Target("WorkloadRole", namespace, role), subject, spec, jti)
+        return result
 
     def x509(
         self, namespace: str, request_name: str, spec: Mapping[str, Any], subject: Subject

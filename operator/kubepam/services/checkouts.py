@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from kubepam.adapters import postgres
+from kubepam.adapters import audit, metrics, postgres
 from kubepam.adapters.events import Events
 from kubepam.adapters.kube import Secrets, owner_reference
 from kubepam.adapters.leases import Hold, Leases, LeaseState, Waiting
@@ -282,9 +282,12 @@ class CheckoutService(ObjectReconciler):
             "ApprovalRequested",
             f"{target.value.lower()} needs approval ({opened['id']}): {counted.message}",
             audit={
+                "action": "elevation.requested" if target is Target.ELEVATION else "approval.requested",
+                "outcome": "pending",
                 "actor": obj["spec"]["requester"],
                 "request": opened["id"],
                 "account": obj["spec"]["account"],
+                "approvalTarget": target.value,
             },
         )
         return opened
@@ -1004,6 +1007,8 @@ class CheckoutService(ObjectReconciler):
             window = policy.claim_window if policy is not None else DEFAULT_CLAIM_WINDOW
             await self._pass_on(ns, account, window, meta["uid"])
         final = Phase.EXPIRED if reason is CheckinReason.EXPIRED else Phase.CHECKED_IN
+        if final is Phase.EXPIRED:
+            metrics.record_checkout_expired(_ts(status.get("expiresAt")), self._clock())
         self._note(
             obj,
             final.value,
@@ -1024,6 +1029,16 @@ class CheckoutService(ObjectReconciler):
                 "attempts": max(attempts, int(rotation.get("attempts") or 0) + 1),
                 "lastError": message,
             }
+            meta, spec = obj["metadata"], obj["spec"]
+            audit.record(  # one line per failed attempt; the retry that succeeds writes rotation.succeeded
+                audit.Action.ROTATION_FAILED,
+                audit.Outcome.FAILURE,
+                actor=None,
+                target=audit.Target("Checkout", meta.get("namespace"), meta.get("name")),
+                reason=message,
+                correlation_id=str(meta.get("uid") or ""),
+                details={"account": spec.get("account"), "attempt": changes["rotation"]["attempts"]},
+            )
         elif phase is Phase.ACTIVE:
             elevation = dict(status.get("elevation") or {})
             changes["elevation"] = {**elevation, "lastError": message, "attempts": attempts}

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from kubepam.adapters import postgres
+from kubepam.adapters import metrics, postgres
 from kubepam.adapters.events import Events
 from kubepam.adapters.kube import Secrets, owner_reference
 from kubepam.adapters.rbac import Rbac
@@ -296,6 +296,12 @@ class JitService(ObjectReconciler):
             return
         account = str(status.get("accountName") or jit.account_name(spec))
         await self._disable(obj, removal, account, drop=False)
+        metrics.record_jit_disabled(
+            removal.backend,
+            early=generation is not None,
+            deadline=_ts(status.get("expiresAt")),
+            done=self._clock(),
+        )
         changes: dict[str, Any] = {
             "phase": "Disabled",
             "message": f"disabled at {rfc3339(now)} ({why}); give a new reason and duration to re-enable",

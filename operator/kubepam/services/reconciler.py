@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from kubepam.adapters import postgres
+from kubepam.adapters import metrics, postgres
 from kubepam.adapters.events import Events
 from kubepam.adapters.kube import KubeError
 from kubepam.domain.ownership import ForeignObject
@@ -174,6 +174,7 @@ class ObjectReconciler:
     async def _failed(self, obj: dict[str, Any], exc: Exception) -> None:
         key = key_of(obj)
         attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
+        metrics.record_reconcile_error(self.plural, exc)
         delay = BACKOFF[min(attempts - 1, len(BACKOFF) - 1)]
         message = f"{type(exc).__name__}: {exc}"[:500]
         log.warning("%s %s: %s (attempt %d, retrying in %ss)", self.plural, key, message, attempts, delay)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from kubepam.adapters import fencing
+from kubepam.adapters import fencing, metrics
 
 log = logging.getLogger("kubepam.scheduler")
 
@@ -182,6 +182,7 @@ class Scheduler:
             if job is None or job.seq != seq:
                 continue
             del self._jobs[key]
+            metrics.record_deadline_started(job.when, self._clock())
             self._start(key, job, self._fire)
 
     async def _fire(self, key: Hashable, job: _Job) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from kubepam.adapters import audit
 from kubepam.adapters.jwks import KeySet
 from kubepam.adapters.jwt_verifier import KeySource, verify_token
 from kubepam.domain import oauth
@@ -55,6 +56,8 @@ class Exchanged:
     access_token: str
     expires_in: int
     roles: tuple[str, ...]
+    subject: str = ""  # the access token's sub and jti (for the audit trail)
+    jti: str = ""
 
     def body(self) -> dict[str, Any]:
         return {
@@ -92,6 +95,32 @@ def parse_exchange_form(form: Mapping[str, str]) -> tuple[str, str, str]:
     if not sep or not namespace or not name or "/" in name or len(ref) > 317:
         raise oauth.invalid_request("connection must be namespace/name", "invalid_request")
     return namespace, name, token
+
+
+def audit_exchange(form: Mapping[str, str], result: Exchanged | None, refusal: OAuthError | None) -> None:
+    """One audit line per token exchange: issued (actor: the access token's sub, correlation: its jti)
+    or refused with its reason code (correlation: a fresh request id). Never a token."""
+    namespace, _, name = str(form.get("connection") or "").partition("/")
+    target = audit.Target("WorkloadConnection", clip(namespace) or None, clip(name) or None)
+    if result is not None:
+        audit.record(
+            audit.Action.TOKEN_ISSUED,
+            audit.Outcome.SUCCESS,
+            actor=result.subject,
+            target=target,
+            correlation_id=result.jti,
+            details={"roles": list(result.roles), "expiresIn": result.expires_in},
+        )
+    elif refusal is not None:
+        audit.record(
+            audit.Action.TOKEN_REFUSED,
+            audit.Outcome.DENIED,
+            actor="",
+            target=target,
+            reason=refusal.outcome,
+            correlation_id=f"req-{secrets.token_hex(8)}",
+            details={"error": refusal.error, "description": refusal.description, "status": refusal.status},
+        )
 
 
 def _source_claims(claims: Mapping[str, Any], conditions: Sequence[ClaimCondition]) -> dict[str, Any]:
@@ -160,8 +189,10 @@ class TokenExchange:
             result = await self._exchange(form)
         except OAuthError as exc:
             self._record("token", exc.outcome)
+            audit_exchange(form, None, exc)
             raise
         self._record("token", "issued")
+        audit_exchange(form, result, None)
         return result
 
     async def _exchange(self, form: Mapping[str, str]) -> Exchanged:
@@ -208,7 +239,8 @@ class TokenExchange:
             "usernames": sorted({r.username for r in roles}),
             "src": _source_claims(claims, [*conn.claims, *used]),
         }
-        return Exchanged(self._signer.sign(access), ttl, tuple(r.ref for r in roles))
+        sub, jti = str(access["sub"]), str(access["jti"])
+        return Exchanged(self._signer.sign(access), ttl, tuple(r.ref for r in roles), sub, jti)
 
     async def validate(self, form: Mapping[str, str]) -> dict[str, Any]:
         """Dry run for Draft or Active connections: verdict, claim-by-claim trace, roles that would match."""
