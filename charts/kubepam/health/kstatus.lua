@@ -1,7 +1,9 @@
--- Argo CD health check for kubepam.io/CheckoutPolicy: a CheckoutPolicy is Healthy once it is in effect
--- (Ready), Degraded when it is Stalled (an invalid spec: its accounts cannot be checked out until it is
--- fixed), Progressing otherwise. Progressing while the operator has not written a status, or has not
--- observed the latest generation. Every status and why: charts/kubepam/health/README.md.
+-- Argo CD health check for the kubepam kinds whose health is their kstatus conditions alone
+-- (AccessPolicy, CheckoutPolicy, Project, Server, WorkloadRole): Healthy while Ready, Degraded when
+-- Stalled (an invalid spec, or for a Server an enrolled agent that stopped reporting: AgentSilent),
+-- Progressing otherwise, and while the operator has not written a status or observed the latest
+-- generation. hack/gen_health.py uses it for every kind directory without a health.lua of its own.
+-- Every status and why: charts/kubepam/health/README.md.
 local hs = {}
 
 local function condition(conditionType)
