@@ -198,6 +198,7 @@ def test_a_decided_certificate_request_has_one_record(kind: str, phase: str) -> 
     assert record.source_kind == kind and record.kind == "certificate"
     if phase == "Issued":
         assert "serial 42" in record.detail and "valid 2026-03-01T11:00:01Z" in record.detail
+        assert (record.time, record.finished_at) == ("2026-03-01T11:00:00Z", "2026-03-01T11:03:01Z")
     else:
         assert "no policy allows alice" in record.detail
     assert records.certificate_record(kind, {**cert(kind, phase), "status": {}}, NOW) is None

@@ -280,7 +280,8 @@ def certificate_record(kind: str, obj: Mapping[str, Any], now: datetime) -> Reco
         )
         if status.get("policy"):
             detail += f"; policy {status['policy']}"
-        finished = str(status.get("validAfter") or "") or _ready_since(status) or created
+        # the access it gave ends when the certificate does: kept for the retention after that
+        finished = str(status.get("validBefore") or "") or _ready_since(status) or created
     else:
         detail = f"{flavour} certificate denied: {status.get('reason', '')}"
         finished = _ready_since(status) or created
