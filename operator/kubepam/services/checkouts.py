@@ -220,6 +220,11 @@ class CheckoutService(ObjectReconciler):
             return gate
         if (obj.get("status") or {}).get("approvedDuration"):  # approvers granted this length (capped)
             duration = min(duration, parse_duration(obj["status"]["approvedDuration"]))
+            # the window starts at the final approval (decidedAt), not at this later pass that takes the
+            # account: the moments between the two come off the window
+            decided = _ts(((obj.get("status") or {}).get("approvalRequest") or {}).get("decidedAt"))
+            if decided is not None and timedelta(0) < now - decided < duration:
+                duration -= now - decided
         return await self._acquire(obj, account, policy, decision, duration, now)
 
     async def _approval_gate(
