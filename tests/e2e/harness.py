@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kubepam.dev.cluster import ControlPlane, free_port
+from kubepam.domain.durations import parse_duration
 
 
 @dataclass
@@ -98,6 +99,14 @@ def apply(
 def wait_for(
     plane: ControlPlane, identity: str, what: str, condition: str, namespace: str, timeout: str = "60s"
 ) -> subprocess.CompletedProcess[str]:
+    """kubectl wait, once the object exists (kubectl wait answers NotFound at once for an object the
+    operator has not created yet, e.g. a ConfigMap it publishes a moment after the Project is applied)."""
+    deadline = time.monotonic() + parse_duration(timeout).total_seconds()
+    while (
+        plane.kubectl(identity, "get", what, "-n", namespace, "-o", "name", check=False).returncode != 0
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.3)
     return plane.kubectl(
         identity, "wait", f"--for={condition}", f"--timeout={timeout}", "-n", namespace, what, check=False
     )
