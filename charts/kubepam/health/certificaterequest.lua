@@ -1,4 +1,4 @@
--- Argo CD health check for kubepam.io/X509CertificateRequest: a request is decided once. Issued is
+-- Argo CD health check for kubepam.io/SSHCertificateRequest and X509CertificateRequest: a request is decided once. Issued is
 -- Healthy, also after status.validBefore (a short-lived certificate lapses by design; the request is
 -- done). Denied is Healthy with the reason: a decision of the AccessPolicies, not a fault (the operator
 -- marks it Stalled for kstatus, which has no word for a final refusal). Pending is Progressing.
